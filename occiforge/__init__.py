@@ -1,0 +1,3 @@
+"""occiforge: polyglot European language models, end to end."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,75 @@
+"""The report stage: `report/index.html` with data, tokenizer and evaluation tables and plots."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from occiforge import artifacts
+from occiforge.report.plots import grouped_bars, loss_curves
+
+
+def fingerprint(ctx: Any) -> str:
+    return artifacts.fingerprint("report/1", ctx.recipe.report.model_dump(mode="json"), ctx.fingerprint("eval"))
+
+
+def table_html(rows: dict[str, dict[str, Any]], cols: list[str], lower_is_better: bool | None = None) -> str:
+    """An HTML table, rows x cols; with a direction given, the best value of each column is bold."""
+    best: dict[str, Any] = {}
+    if lower_is_better is not None:
+        for c in cols:
+            vals = [r[c] for r in rows.values() if isinstance(r.get(c), (int, float))]
+            best[c] = (min if lower_is_better else max)(vals) if vals else None
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = []
+    for name, row in rows.items():
+        cells = []
+        for c in cols:
+            v = row.get(c, "")
+            text = f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+            cells.append(f"<td><b>{text}</b></td>" if best.get(c) is not None and v == best[c] else f"<td>{text}</td>")
+        body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+
+
+CSS = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
+
+
+def _sections(ctx: Any, out: Path) -> list[str]:
+    langs = ctx.recipe.languages
+    stats = json.loads((ctx.stage_dir("data") / "stats.json").read_text())
+    data_rows = {lang: {"read": s["read"], "kept": s["kept"], "heldout": s.get("heldout_docs", 0),
+                        "dropped": ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-"} for lang, s in stats.items()}
+    tok = json.loads((ctx.stage_dir("tokenizer") / "report.json").read_text())
+    results = json.loads((ctx.stage_dir("eval") / "results.json").read_text())
+    bpb, eval_langs = results["bpb"], results["languages"]
+    grouped_bars(bpb, eval_langs, "bits per byte (lower is better)", out / "bpb.png")
+    hist = {}
+    for name in bpb:
+        log = ctx.stage_dir("train") / name / "train_log.json"
+        if log.is_file():
+            hist[name] = json.loads(log.read_text())
+    if hist:
+        loss_curves(hist, out / "loss.png")
+    return [
+        "<h2>Evaluation: bits per byte on held-out text</h2>",
+        table_html(bpb, eval_langs, lower_is_better=True),
+        '<img src="bpb.png" alt="bits per byte per language and model">',
+        *(['<h2>Training loss</h2><img src="loss.png" alt="training loss">'] if hist else []),
+        "<h2>Tokenizer</h2>", table_html(tok, ["bytes_per_token", "tokens_per_word"]),
+        "<h2>Data</h2>", table_html(data_rows, ["read", "kept", "heldout", "dropped"]),
+        f"<p>Languages: {', '.join(langs)}. Recipe: <code>recipe.resolved.yaml</code>.</p>",
+    ]
+
+
+def run(ctx: Any, fp: str) -> dict[str, Any]:
+    ctx.upstream("eval")
+    title = html.escape(ctx.recipe.report.title or f"occiforge run: {ctx.recipe.name}")
+    with artifacts.staged_dir(ctx.stage_dir("report")) as tmp:
+        body = "\n".join(_sections(ctx, tmp))
+        page = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head><body><h1>{title}</h1>\n{body}\n</body></html>\n"
+        (tmp / "index.html").write_text(page, encoding="utf-8")
+    ctx.log(f"  report: {ctx.stage_dir('report') / 'index.html'}")
+    return {"index": "index.html"}

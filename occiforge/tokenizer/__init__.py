@@ -1,0 +1,1 @@
+"""Tokenizers: train (BPE/Unigram, per-language sampling), load, measure."""

@@ -1,0 +1,1 @@
+"""Training: token shards, mixture sampling, one loop for pre-training, CPT and SFT, checkpoints."""
