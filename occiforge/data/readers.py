@@ -1,7 +1,8 @@
 """Readers: the only data steps that touch input storage.
 
 Every document leaves a reader with `metadata["language"]` (the label from the source),
-`metadata["source"]` and `metadata["priority"]`, whatever the source format.
+`metadata["source"]` and `metadata["priority"]`, whatever the source format, and with
+`metadata["split"]` where the record names one (`"split": "train"` or `"heldout"`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def _adapt(reader: Any, data: dict, path: str, id_in_file: int | str, *, src: So
     text = data.pop(reader.text_key, "")
     doc_id = data.pop(reader.id_key, None) or f"{path}/{id_in_file}"
     meta = {"language": label, "source": src.name, "priority": src.priority}
+    if data.get("split") in ("train", "heldout"):  # a split given by the source wins over hashing
+        meta["split"] = data["split"]
     return {"text": text, "id": f"{src.name}/{doc_id}", "metadata": meta}
 
 

@@ -101,7 +101,8 @@ class ExactDedupFilter(BaseFilter):
 
 
 class SplitAnnotator(PipelineStep):
-    """Assign `metadata["split"]` ("train" or "heldout") by a hash of the document id."""
+    """Assign `metadata["split"]` ("train" or "heldout") by a hash of the document id, unless
+    the source already gave the document a split."""
 
     name = "✂️ split"
     type = "🏷 - ANNOTATOR"
@@ -112,9 +113,11 @@ class SplitAnnotator(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
         for doc in data:
-            h = int.from_bytes(hashlib.sha1(str(doc.id).encode()).digest()[:8], "big") / 2**64
-            split = "heldout" if h < self.fraction else "train"
-            doc.metadata["split"] = split
+            split = doc.metadata.get("split")
+            if split is None:
+                h = int.from_bytes(hashlib.sha1(str(doc.id).encode()).digest()[:8], "big") / 2**64
+                split = "heldout" if h < self.fraction else "train"
+                doc.metadata["split"] = split
             lang = _lang(doc)
             self.stat_update(f"{lang}/{split}_docs")
             self.stat_update(f"{lang}/{split}_bytes", value=len(doc.text.encode()))

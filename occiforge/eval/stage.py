@@ -52,6 +52,9 @@ def run(ctx: Any, fp: str) -> dict[str, Any]:
     cfg = _config(ctx)
     limit = cfg["max_docs_per_language"]
     texts = {lang: list(islice(iter_texts(ctx.stage_dir("data"), lang, "heldout"), limit)) for lang in cfg["languages"]}
+    if missing := [lang for lang, docs in texts.items() if not docs]:
+        ctx.log(f"  [yellow]no held-out text for {', '.join(missing)}: not scored[/yellow]")
+        texts = {lang: docs for lang, docs in texts.items() if docs}
     table: dict[str, dict[str, float]] = {}
     for name, (path, model_fp) in targets(ctx).items():
         folder = ctx.stage_dir("eval") / name

@@ -66,12 +66,15 @@ def train(
     spec: LoopSpec,
     ckpt_dir: Path,
     on_step: Callable[[int, float], None] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
 ) -> list[dict[str, Any]]:
     """Train for `spec.steps` optimizer steps, resuming from `ckpt_dir` if a checkpoint of this
     exact run exists; `get_batch(step, micro)` must be deterministic for exact resumption."""
     device = next(model.parameters()).device
     opt = make_optimizer(model, spec)
     start, history = _resume(ckpt_dir, model, opt, spec)
+    if start:
+        log(f"resuming from step {start} ({ckpt_dir / checkpoint.LATEST})")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
     model.train()
     for step in range(start, spec.steps):

@@ -66,7 +66,8 @@ def train_one(ctx: Any, pm: PlannedModel, fp: str, tok: Any, streams: dict[str, 
     with _progress(ctx) as progress:
         task = progress.add_task(pm.name, total=pm.steps, loss=float("nan"))
         history = train(run_model, get_batch, spec, ckpt_dir,
-                        on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss))
+                        on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss),
+                        log=lambda msg: ctx.log(f"  {pm.name}: {msg}"))
     with artifacts.staged_dir(models_dir / pm.name) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))

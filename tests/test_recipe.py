@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from occiforge.errors import UserError
+from occiforge.recipe import load_recipe, set_path, validate_tree
+from tests.conftest import REPO, tiny_tree
+
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert any(p.name == "demo.yaml" for p in RECIPES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_loads_and_validates(path: Path):
+    recipe = load_recipe(path)
+    assert recipe.languages and recipe.plan(), f"{path.name} plans no model"
+
+
+def _error(tree: dict, tmp_path: Path) -> str:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    with pytest.raises(UserError) as e:
+        load_recipe(path)
+    return str(e.value)
+
+
+def test_unknown_key_names_path_and_file(tmp_path: Path):
+    tree = tiny_tree(tmp_path)
+    tree["train"]["optim"]["lrr"] = 0.1
+    msg = _error(tree, tmp_path)
+    assert msg == f"{tmp_path / 'r.yaml'}: train.optim.lrr: unknown key"
+
+
+def test_wrong_type_names_path(tmp_path: Path):
+    tree = tiny_tree(tmp_path)
+    tree["models"]["cpt"]["replay"] = "lots"
+    msg = _error(tree, tmp_path)
+    assert "models.cpt.replay" in msg and "valid number" in msg and "\n" not in msg
+
+
+def test_unknown_language(tmp_path: Path):
+    msg = _error(tiny_tree(tmp_path, langs=("en", "xx")), tmp_path)
+    assert "languages" in msg and "'xx'" in msg
+
+
+def test_model_language_must_be_in_run(tmp_path: Path):
+    tree = tiny_tree(tmp_path)
+    tree["models"]["joint"] = {"mixture": {"en": 1, "fr": 1}}
+    assert "['fr'] are not in 'languages'" in _error(tree, tmp_path)
+
+
+def test_init_must_come_before(tmp_path: Path):
+    tree = tiny_tree(tmp_path)
+    tree["models"] = {"cpt": {"init": "base", "targets": ["de"]}, "base": {"mixture": {"en": 1}}}
+    assert "must be defined before" in _error(tree, tmp_path)
+
+
+def test_overrides_nested_new_key_and_list(tiny_recipe: Path):
+    r = load_recipe(tiny_recipe, ["train.steps=7", "models.cpt.replay=0", "models.extra.mixture={de: 1}",
+                                  "models.extra.init=base", "data.sources.0.priority=3"])
+    assert r.train.steps == 7 and r.models["cpt"].replay == 0.0 and r.data.sources[0].priority == 3
+    names = [m.name for m in r.plan()]
+    assert names == ["base", "cpt-de", "extra"]
+    assert r.plan()[1].mixture == {"de": 1.0}
+
+
+def test_bad_override_paths(tiny_recipe: Path):
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        load_recipe(tiny_recipe, ["train.steps"])
+    with pytest.raises(UserError, match="not a valid index"):
+        load_recipe(tiny_recipe, ["data.sources.5.name=x"])
+    with pytest.raises(UserError, match="train.stepz: unknown key"):
+        load_recipe(tiny_recipe, ["train.stepz=3"])
+
+
+def test_bilingual_plan_uses_replay(tmp_path: Path):
+    r = validate_tree(tiny_tree(tmp_path, langs=("en", "de", "fr")), "x")
+    plan = {m.name: m for m in r.plan()}
+    assert plan["cpt-de"].mixture == pytest.approx({"de": 0.7, "en": 0.3})
+    assert plan["cpt-fr"].init == "base" and plan["cpt-fr"].steps == 6
+
+
+def test_invalid_yaml_reports_line(tmp_path: Path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nlanguages: [en\n")
+    with pytest.raises(UserError, match=r"r.yaml: line \d+ invalid YAML"):
+        load_recipe(path)
+
+
+def test_set_path_creates_dicts():
+    tree: dict = {"a": {"b": 1}}
+    set_path(tree, "a.c.d", 2)
+    assert tree == {"a": {"b": 1, "c": {"d": 2}}}

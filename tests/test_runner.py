@@ -1,0 +1,93 @@
+"""The runner: caching by manifest, --force, per-model reuse, and resume after Ctrl-C or kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from occiforge.cli import main
+from tests.conftest import tiny_tree
+
+
+def _mtimes(run: Path) -> dict[str, float]:
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("manifest.json")}
+
+
+def test_rerun_skips_finished_stages(capsys, tiny_recipe: Path):
+    run = tiny_recipe.parent / "run"
+    assert main(["run", str(tiny_recipe)]) == 0
+    first = _mtimes(run)
+    assert {"data/manifest.json", "models/base/manifest.json", "models/cpt-de/manifest.json", "eval/base/manifest.json", "report/manifest.json"} <= set(first)
+    assert (run / "recipe.resolved.yaml").is_file()
+    capsys.readouterr()
+    assert main(["run", str(tiny_recipe)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("up to date") == 6 and "▶" not in err
+    assert _mtimes(run) == first
+
+    assert main(["run", str(tiny_recipe), "-q", "--force", "eval", "--to", "eval"]) == 0
+    after = _mtimes(run)
+    assert after["eval/manifest.json"] != first["eval/manifest.json"]
+    assert after["models/manifest.json"] == first["models/manifest.json"]
+
+
+def test_changing_one_model_retrains_only_that_model(tiny_recipe: Path):
+    run = tiny_recipe.parent / "run"
+    assert main(["run", str(tiny_recipe), "-q"]) == 0
+    first = _mtimes(run)
+    assert main(["run", str(tiny_recipe), "-q", "--set", "models.cpt.steps=5"]) == 0
+    after = _mtimes(run)
+    for same in ("data/manifest.json", "tokens/manifest.json", "models/base/manifest.json", "eval/base/manifest.json"):
+        assert after[same] == first[same], same
+    for changed in ("models/cpt-de/manifest.json", "eval/cpt-de/manifest.json", "report/manifest.json"):
+        assert after[changed] != first[changed], changed
+
+
+def _start(recipe: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "occiforge.cli", "run", str(recipe)],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"finished before {path} appeared"
+        assert time.time() < end, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path):
+    tree = tiny_tree(tmp_path / "run")
+    tree["train"].update(steps=3000, save_every=100)
+    tree["models"] = {"base": {"mixture": {"en": 1.0}}}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tree, sort_keys=False))
+    run, ckpt = tmp_path / "run", tmp_path / "run" / "models" / ".base.ckpt" / "latest" / "trainer_state.json"
+
+    proc = _start(recipe)  # Ctrl-C
+    _wait_for(ckpt, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err
+    assert not (run / "models" / "base").exists() and not (run / "models" / "manifest.json").exists()
+
+    data_manifest = (run / "data" / "manifest.json").stat().st_mtime_ns
+    proc = _start(recipe)  # kill -9, the hard way
+    _wait_for(ckpt.parent.parent / "latest", proc)
+    time.sleep(1.0)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not (run / "models" / "base" / "manifest.json").exists()
+
+    proc = _start(recipe)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "data: up to date" in err and "tokenizer: up to date" in err and "tokens: up to date" in err
+    assert "base: resuming from step" in err
+    assert (run / "data" / "manifest.json").stat().st_mtime_ns == data_manifest
+    assert (run / "models" / "base" / "model.safetensors").is_file() and not (run / "models" / ".base.ckpt").exists()
+    assert (run / "report" / "index.html").is_file()
