@@ -7,9 +7,11 @@ recipe field. User errors print one line and exit 2; Ctrl-C exits 130 and a reru
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from occiforge import __version__
 from occiforge.errors import UserError
@@ -39,15 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     for stage in STAGES:
         p = sub.add_parser(stage, help=f"run only the '{stage}' stage of a recipe")
-        p.add_argument("-c", "--config", dest="recipe", required=True, help="recipe YAML file")
+        p.add_argument("-c", "--config", dest="recipe", help="recipe YAML file")
         p.add_argument("--force", action="store_true", help="rerun even if up to date")
         _common(p)
+        if tools := _stage_tools(stage):
+            tools.add_arguments(p)
 
     p = sub.add_parser("validate", help="load and validate a recipe, print it resolved")
     p.add_argument("recipe")
     _common(p)
     sub.add_parser("languages", help="list the language table")
     return parser
+
+
+def _stage_tools(stage: str) -> Any:
+    """A stage's stand-alone tools (e.g. `occiforge tokenizer report`), if it has any.
+
+    `occiforge/<stage>/commands.py` provides `add_arguments(parser)` and `dispatch(args)`, which
+    returns an exit code when it handled the command, or None to run the recipe stage.
+    """
+    try:
+        return importlib.import_module(f"occiforge.{stage}.commands")
+    except ModuleNotFoundError as e:
+        if e.name not in (f"occiforge.{stage}", f"occiforge.{stage}.commands"):
+            raise
+        return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -61,6 +79,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             lang = languages.get(code)
             print(f"{code}\t{lang.flores}\t{lang.name}\t{lang.native}")
         return 0
+    if args.command in runner.STAGES and (tools := _stage_tools(args.command)):
+        code = tools.dispatch(args)
+        if code is not None:
+            return int(code)
+    if args.recipe is None:
+        raise UserError(f"{args.command}: give a recipe with -c RECIPE (see occiforge {args.command} --help)")
     recipe = load_recipe(args.recipe, args.overrides)
     if args.command == "validate":
         print(dump_recipe(recipe), end="")
