@@ -89,7 +89,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         print(dump_recipe(recipe), end="")
         return 0
-    ctx = runner.Context(recipe=recipe, quiet=args.quiet)
+    from occiforge.train import distributed
+
+    ctx = runner.Context(recipe=recipe, quiet=args.quiet, dist=distributed.init())
     if args.command == "run":
         runner.run(ctx, runner.select(args.start, args.stop), force=args.force)
     else:

@@ -120,7 +120,8 @@ class TrainConfig(Strict):
     grad_accum: int = Field(1, ge=1)
     steps: int = Field(200, ge=1)
     precision: Literal["fp32", "bf16"] = "fp32"
-    compile: bool = False
+    compile: bool = False  # torch.compile each decoder layer
+    activation_checkpointing: bool = False
     save_every: int = Field(100, ge=1)  # resumable checkpoint interval (steps)
     log_every: int = Field(10, ge=1)
     threads: int | None = Field(None, ge=1)  # torch CPU threads

@@ -21,8 +21,10 @@ from rich.console import Console
 from occiforge import artifacts
 from occiforge.errors import UserError
 from occiforge.recipe import Recipe, dump_recipe
+from occiforge.train.distributed import DistInfo, barrier
 
 STAGES: tuple[str, ...] = ("data", "tokenizer", "tokens", "train", "eval", "report")
+COLLECTIVE = {"train"}  # stages every torchrun rank runs together
 # stage name -> (module with fingerprint/run, folder in the run directory)
 _MODULES = {
     "data": ("occiforge.data.stage", "data"),
@@ -39,6 +41,7 @@ class Context:
     recipe: Recipe
     quiet: bool = False
     console: Console = field(default_factory=lambda: Console(stderr=True))
+    dist: DistInfo = field(default_factory=DistInfo.single)
     _fps: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -63,10 +66,11 @@ class Context:
 
     def status(self, msg: str) -> contextlib.AbstractContextManager[Any]:
         """A spinner for work without a known length (nothing in quiet mode)."""
-        return contextlib.nullcontext() if self.quiet else self.console.status(msg, spinner="dots")
+        quiet = self.quiet or not self.dist.is_main
+        return contextlib.nullcontext() if quiet else self.console.status(msg, spinner="dots")
 
     def log(self, msg: str) -> None:
-        if not self.quiet:
+        if not self.quiet and self.dist.is_main:
             self.console.print(msg)
 
 
@@ -103,11 +107,15 @@ def run_stage(ctx: Context, stage: str, force: bool = False) -> dict[str, Any]:
         return artifacts.read_manifest(folder) or {}
     ctx.log(f"[bold]▶ {stage}[/bold]")
     t0 = time.perf_counter()
-    fields = _module(stage).run(ctx, fp)
-    fields["seconds"] = round(time.perf_counter() - t0, 2)
-    manifest = artifacts.write_manifest(folder, fp, stage=stage, recipe=ctx.recipe.name, **fields)
-    ctx.log(f"[green]✓ {stage}[/green] in {fields['seconds']:.1f}s → {folder}")
-    return manifest
+    # under torchrun only training is collective; rank 0 does every other stage alone
+    if ctx.dist.is_main or stage in COLLECTIVE:
+        fields = _module(stage).run(ctx, fp)
+        fields["seconds"] = round(time.perf_counter() - t0, 2)
+        if ctx.dist.is_main:
+            artifacts.write_manifest(folder, fp, stage=stage, recipe=ctx.recipe.name, **fields)
+            ctx.log(f"[green]✓ {stage}[/green] in {fields['seconds']:.1f}s → {folder}")
+    barrier()
+    return artifacts.read_manifest(folder) or {}
 
 
 def run(ctx: Context, stages: Iterable[str], force: Iterable[str] = ()) -> None:
@@ -117,8 +125,9 @@ def run(ctx: Context, stages: Iterable[str], force: Iterable[str] = ()) -> None:
         if name not in STAGES:
             raise UserError(f"--force: unknown stage {name!r} (stages: {', '.join(STAGES)})")
     preflight(ctx)
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.write_text_atomic(ctx.run_dir / "recipe.resolved.yaml", dump_recipe(ctx.recipe))
+    if ctx.dist.is_main:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        artifacts.write_text_atomic(ctx.run_dir / "recipe.resolved.yaml", dump_recipe(ctx.recipe))
     for stage in stages:
         if stage == "report" and not ctx.recipe.report.enabled:
             continue

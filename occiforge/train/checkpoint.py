@@ -1,8 +1,10 @@
-"""Resumable checkpoints in safetensors (never pickle): model, optimizer state, trainer state.
+"""Resumable checkpoints: model and optimizer state as safetensors, never pickle.
 
-A checkpoint folder is written under a temporary name and renamed, so `latest/` is always
-complete. Optimizer state is flattened to `state.<param index>.<name>` tensors plus the
-param groups as JSON.
+torch.distributed.checkpoint (DCP) writes through its Hugging Face storage layer, so every
+rank saves its own shards (FSDP2 DTensors) as `.safetensors` files with a JSON index, and a
+resumed run may use a different number of ranks. Optimizer state is flattened into the same
+tensor map (`optim.<param fqn>.<name>`), its param groups go to JSON. A checkpoint folder is
+written under a temporary name and renamed by rank 0, so `latest/` is always complete.
 """
 
 from __future__ import annotations
@@ -10,35 +12,72 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from occiforge.train.distributed import barrier
 
 LATEST = "latest"
 
 
-def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+@contextmanager
+def _single_process_ok() -> Iterator[None]:
+    """DCP warns when no process group exists; a single process is a supported case here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _flat(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Model and optimizer state as one flat name -> tensor map (tied weights stored once)."""
+    flat: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in get_model_state_dict(model).items():
+        local = value.to_local() if hasattr(value, "to_local") else value
+        if local.untyped_storage().data_ptr() in seen and local.numel():
+            continue  # a tied weight (lm_head = embed_tokens)
+        seen.add(local.untyped_storage().data_ptr())
+        flat[f"model.{key}"] = value
+    osd = get_optimizer_state_dict(model, opt)  # also creates empty state on a fresh optimizer
+    for fqn, pstate in osd["state"].items():
+        for name, value in pstate.items():
+            flat[f"optim.{fqn}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return flat, osd["param_groups"]
+
+
+def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], rank: int = 0) -> None:
     tmp = folder / f".{LATEST}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    opt = optimizer.state_dict()
-    tensors = {
-        f"state.{idx}.{name}": value.detach().contiguous().cpu() if torch.is_tensor(value) else torch.tensor(value)
-        for idx, pstate in opt["state"].items()
-        for name, value in pstate.items()
-    }
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "optimizer_groups.json").write_text(json.dumps(opt["param_groups"]))
-    (tmp / "trainer_state.json").write_text(json.dumps(state))
-    final = folder / LATEST
-    old = folder / f".{LATEST}.old"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    flat, groups = _flat(model, optimizer)
+    with _single_process_ok():
+        dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp)))
+    barrier()
+    if rank == 0:
+        (tmp / "optimizer_groups.json").write_text(json.dumps(groups))
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
+        final, old = folder / LATEST, folder / f".{LATEST}.old"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    barrier()
 
 
 def load_state(folder: Path) -> dict[str, Any] | None:
@@ -48,12 +87,21 @@ def load_state(folder: Path) -> dict[str, Any] | None:
 
 def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     ckpt = folder / LATEST
-    load_model(model, str(ckpt / "model.safetensors"))
-    flat = load_file(str(ckpt / "optimizer.safetensors"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
+    flat, _ = _flat(model, optimizer)
+    with _single_process_ok():
+        dcp.load(flat, storage_reader=HuggingFaceStorageReader(str(ckpt)))
+    model_sd = {k.removeprefix("model."): v for k, v in flat.items() if k.startswith("model.")}
+    set_model_state_dict(model, model_sd, options=StateDictOptions(strict=False))
+    state: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in flat.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
+        if key.startswith("optim."):
+            fqn, name = key.removeprefix("optim.").rsplit(".", 1)
+            state.setdefault(fqn, {})[name] = value
     groups = json.loads((ckpt / "optimizer_groups.json").read_text())
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups})
     return json.loads((ckpt / "trainer_state.json").read_text())
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole, unsharded model on CPU (a collective under FSDP2: every rank must call it)."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

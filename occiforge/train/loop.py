@@ -15,6 +15,7 @@ import torch
 
 from occiforge.recipe import OptimConfig
 from occiforge.train import checkpoint
+from occiforge.train.distributed import barrier
 
 Batch = dict[str, torch.Tensor]
 
@@ -51,10 +52,12 @@ def make_optimizer(model: torch.nn.Module, spec: LoopSpec) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.optim.betas, foreach=True)
 
 
-def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: LoopSpec) -> tuple[int, list[dict[str, Any]]]:
+def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: LoopSpec, rank: int) -> tuple[int, list[dict[str, Any]]]:
     state = checkpoint.load_state(ckpt_dir)
     if state is None or state.get("fingerprint") != spec.fingerprint:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # stale: from another configuration
+        barrier()  # every rank reads the old state before rank 0 removes it
+        if rank == 0:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)  # stale: from another configuration
         return 0, []
     state = checkpoint.restore(ckpt_dir, model, opt)
     return int(state["step"]), list(state["history"])
@@ -67,12 +70,14 @@ def train(
     ckpt_dir: Path,
     on_step: Callable[[int, float], None] | None = None,
     log: Callable[[str], None] = lambda msg: None,
+    rank: int = 0,
 ) -> list[dict[str, Any]]:
     """Train for `spec.steps` optimizer steps, resuming from `ckpt_dir` if a checkpoint of this
-    exact run exists; `get_batch(step, micro)` must be deterministic for exact resumption."""
+    exact run exists; `get_batch(step, micro)` must be deterministic for exact resumption.
+    Under torchrun every rank calls this with its own batches; FSDP2 averages the gradients."""
     device = next(model.parameters()).device
     opt = make_optimizer(model, spec)
-    start, history = _resume(ckpt_dir, model, opt, spec)
+    start, history = _resume(ckpt_dir, model, opt, spec, rank)
     if start:
         log(f"resuming from step {start} ({ckpt_dir / checkpoint.LATEST})")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
@@ -95,5 +100,5 @@ def train(
         if on_step:
             on_step(step, total)
         if (step + 1) % spec.save_every == 0 and step + 1 < spec.steps:
-            checkpoint.save(ckpt_dir, model, opt, {"fingerprint": spec.fingerprint, "step": step + 1, "history": history})
+            checkpoint.save(ckpt_dir, model, opt, {"fingerprint": spec.fingerprint, "step": step + 1, "history": history}, rank)
     return history

@@ -12,17 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from occiforge import artifacts
 from occiforge.recipe import PlannedModel
 from occiforge.tokenizer.stage import load_tokenizer
+from occiforge.train import checkpoint
+from occiforge.train.distributed import DistInfo, barrier
 from occiforge.train.loop import LoopSpec, train
+from occiforge.train.parallel import parallelize
 from occiforge.train.model import build_model
 from occiforge.train.sampler import MixtureSampler
 from occiforge.train.tokens import open_tokens
 
-_NOT_HASHED = {"save_every", "log_every", "threads"}  # do not change the weights
+_NOT_HASHED = {"save_every", "log_every", "threads", "compile", "activation_checkpointing"}  # weights stay the same
 
 
 def model_fingerprints(ctx: Any) -> dict[str, str]:
@@ -43,39 +47,56 @@ def _progress(ctx: Any) -> Progress:
     return Progress(
         TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(),
-        console=ctx.console, disable=ctx.quiet, transient=True,
+        console=ctx.console, disable=ctx.quiet or not ctx.dist.is_main, transient=True,
     )
 
 
+def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[dict[str, Any]], dist: DistInfo) -> None:
+    """Gather the whole model (a collective under FSDP2) and let rank 0 write the HF folder."""
+    full = checkpoint.full_state_dict(model)
+    if dist.is_main:
+        if dist.world_size > 1:  # save through a clean, unwrapped instance of the same class
+            with torch.device("meta"):
+                clean = AutoModelForCausalLM.from_config(model.config)
+            clean.load_state_dict(full, assign=True)
+            clean.tie_weights()
+            model = clean
+        with artifacts.staged_dir(folder) as tmp:
+            model.save_pretrained(str(tmp), state_dict=full if dist.world_size == 1 else None, safe_serialization=True)
+            tok.save_pretrained(str(tmp))
+            artifacts.write_json_atomic(tmp / "train_log.json", history)
+    barrier()
+
+
 def train_one(ctx: Any, pm: PlannedModel, fp: str, tok: Any, streams: dict[str, Any]) -> dict[str, Any]:
-    r, cfg = ctx.recipe, ctx.recipe.train
+    r, cfg, dist = ctx.recipe, ctx.recipe.train, ctx.dist
     models_dir = ctx.stage_dir("train")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     known = {p.name for p in r.plan()}
-    model = build_model(pm.init, cfg.architecture, tok, r.seed, models_dir, known).to(device)
+    model = build_model(pm.init, cfg.architecture, tok, r.seed, models_dir, known).to(dist.device)
+    model = parallelize(model, cfg, dist)
     sampler = MixtureSampler(streams, pm.mixture, cfg.seq_len, seed=r.seed)
 
     def get_batch(step: int, micro: int) -> dict[str, torch.Tensor]:
-        ids, _ = sampler.batch(step * cfg.grad_accum + micro, cfg.batch_size)
+        ids, _ = sampler.batch(step * cfg.grad_accum + micro, cfg.batch_size, rank=dist.rank)
         return {"input_ids": ids, "labels": ids}
 
     spec = LoopSpec(steps=pm.steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
                     save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp)
-    run_model = torch.compile(model) if cfg.compile else model
     ckpt_dir = models_dir / f".{pm.name}.ckpt"
     with _progress(ctx) as progress:
         task = progress.add_task(pm.name, total=pm.steps, loss=float("nan"))
-        history = train(run_model, get_batch, spec, ckpt_dir,
+        history = train(model, get_batch, spec, ckpt_dir, rank=dist.rank,
                         on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss),
                         log=lambda msg: ctx.log(f"  {pm.name}: {msg}"))
-    with artifacts.staged_dir(models_dir / pm.name) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
-        artifacts.write_json_atomic(tmp / "train_log.json", history)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    _save_final(model, tok, models_dir / pm.name, history, dist)
     final_loss = history[-1]["loss"] if history else None
-    fields = {"init": pm.init, "mixture": pm.mixture, "steps": pm.steps, "final_loss": final_loss}
-    return artifacts.write_manifest(models_dir / pm.name, fp, **fields)
+    fields = {"init": pm.init, "mixture": pm.mixture, "steps": pm.steps, "final_loss": final_loss,
+              "world_size": dist.world_size, "tokens_seen": pm.steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size}
+    if dist.is_main:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        artifacts.write_manifest(models_dir / pm.name, fp, **fields)
+    barrier()
+    return {"fingerprint": fp, **fields}
 
 
 def run(ctx: Any, fp: str) -> dict[str, Any]:

@@ -65,8 +65,9 @@ def test_interrupted_training_resumes_exactly(tmp_path: Path):
     with pytest.raises(KeyboardInterrupt):
         train(interrupted, _batches, _spec(), tmp_path / "b", on_step=kill_at_7)
     assert checkpoint.load_state(tmp_path / "b")["step"] == 6
-    files = sorted(p.name for p in (tmp_path / "b" / "latest").iterdir())
-    assert files == ["model.safetensors", "optimizer.safetensors", "optimizer_groups.json", "trainer_state.json"]
+    files = list((tmp_path / "b" / "latest").iterdir())
+    assert {p.suffix for p in files} == {".safetensors", ".json"}  # nothing that would need unpickling
+    assert {"optimizer_groups.json", "trainer_state.json"} <= {p.name for p in files}
 
     resumed = _model()  # a fresh process would start from the init weights again
     messages: list[str] = []

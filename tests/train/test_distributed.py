@@ -1,0 +1,71 @@
+"""torchrun + FSDP2 on CPU (gloo), two real processes: train, save a HF folder, and resume a
+two-rank checkpoint in a single process (DCP reshards it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import AutoModelForCausalLM
+
+from occiforge.cli import main
+from tests.conftest import REPO, tiny_tree
+
+
+def _torchrun(recipe: Path, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={port}",
+           "-m", "occiforge.cli", "train", "-c", str(recipe)]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, )
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> Path:
+    tree = tiny_tree(tmp_path / "run")
+    tree["train"].update(steps=24, save_every=8)
+    tree["models"] = {"base": {"mixture": {"en": 1.0}}}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert main(["run", str(recipe), "--to", "tokens", "-q"]) == 0
+    return recipe
+
+
+def test_two_ranks_train_and_save_a_hf_model(prepared: Path):
+    proc = _torchrun(prepared, 29611)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    folder = prepared.parent / "run" / "models" / "base"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["tokens_seen"] == 24 * 4 * 32 * 2
+    log = json.loads((folder / "train_log.json").read_text())
+    assert log[-1]["loss"] < log[0]["loss"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_two_rank_checkpoint_resumes_in_one_process(prepared: Path):
+    tree = yaml.safe_load(prepared.read_text())
+    tree["train"].update(steps=3000, save_every=8)
+    prepared.write_text(yaml.safe_dump(tree, sort_keys=False))
+    state = prepared.parent / "run" / "models" / ".base.ckpt" / "latest" / "trainer_state.json"
+    proc = _torchrun(prepared, 29612)
+    end = time.time() + 240
+    while not state.exists():
+        assert proc.poll() is None and time.time() < end, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.terminate()  # `kill PID` of the launcher: torchrun stops its workers and exits
+    proc.communicate(timeout=120)
+    step = json.loads(state.read_text())["step"]
+    assert step >= 8 and not (prepared.parent / "run" / "models" / "base" / "manifest.json").exists()
+
+    proc = subprocess.run([sys.executable, "-m", "occiforge.cli", "train", "-c", str(prepared)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert f"base: resuming from step {step}" in proc.stderr
+    assert (prepared.parent / "run" / "models" / "base" / "model.safetensors").is_file()
