@@ -49,7 +49,8 @@ def _adapt(reader: Any, data: dict, path: str, id_in_file: int | str, *, src: So
 def build_readers(src: SourceConfig, langs: list[str]) -> list[PipelineStep]:
     """One reader per language file (local) or one reader for a HF dataset filtered by language."""
     if src.path.startswith("hf:"):
-        adapter = partial(_adapt, src=src, lang=None)
+        # a one-language dataset needs no language column: its label is that language
+        adapter = partial(_adapt, src=src, lang=langs[0] if len(langs) == 1 else None)
         return [
             HuggingFaceDatasetReader(
                 src.path[3:],

@@ -19,7 +19,7 @@ from typing import Any
 
 from occiforge import artifacts, languages
 from occiforge.data.readers import build_readers, source_folder
-from occiforge.data.steps import ExactDedupFilter, LanguageIdFilter, LengthFilter, SplitAnnotator
+from occiforge.data.steps import ExactDedupFilter, LanguageIdFilter, LanguageLabelFilter, LengthFilter, SplitAnnotator
 from occiforge.errors import UserError
 
 SPLITS = ("train", "heldout")
@@ -51,6 +51,7 @@ def build_pipeline(ctx: Any, out_dir: Path) -> list[Any]:
     steps: list[Any] = []
     for src in sorted(cfg.sources, key=lambda s: -s.priority):
         steps += build_readers(src, src.languages or ctx.recipe.languages)
+    steps.append(LanguageLabelFilter(ctx.recipe.languages))
     steps.append(LengthFilter(cfg.filters.min_chars, cfg.filters.max_chars))
     if cfg.lid.enabled:
         steps.append(LanguageIdFilter(cfg.lid.threshold, languages.all_codes()))

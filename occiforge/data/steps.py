@@ -59,6 +59,19 @@ class LanguageIdFilter(BaseFilter):
         return True
 
 
+class LanguageLabelFilter(BaseFilter):
+    """Keep documents labelled with one of the run's languages (a HF dataset may hold more)."""
+
+    name = "🏷 language label"
+
+    def __init__(self, keep: list[str]):
+        super().__init__()
+        self.keep = set(keep)
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return True if _lang(doc) in self.keep else (False, "other_language")
+
+
 class LengthFilter(BaseFilter):
     name = "📏 length"
 

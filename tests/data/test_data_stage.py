@@ -51,3 +51,22 @@ def test_data_stage_on_demo_corpus(tmp_path: Path, tiny_recipe: Path):
         assert docs and all(d["metadata"]["language"] == lang == d["metadata"]["lid"] for d in docs)
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["per_language"]["de"]["kept"] == stats["de"]["kept"]
+
+
+def test_hf_reader_labels_a_one_language_dataset():
+    from occiforge.data.readers import build_readers
+    from occiforge.recipe import SourceConfig
+
+    src = SourceConfig(name="wiki", path="hf:someone/wiki-de", languages=["de"], text_key="content")
+    (reader,) = build_readers(src, ["de"])
+    assert reader.dataset == "someone/wiki-de" and reader.dataset_options == {"split": "train"}
+    doc = reader.get_document_from_dict({"content": "Guten Tag", "id": 7}, "wiki", 0)
+    assert doc.text == "Guten Tag" and doc.metadata["language"] == "de" and doc.id == "wiki/7"
+
+
+def test_documents_of_other_languages_are_dropped():
+    from occiforge.data.steps import LanguageLabelFilter
+
+    keep = LanguageLabelFilter(["de", "en"])
+    assert keep.filter(Document("x", "1", metadata={"language": "de"})) is True
+    assert keep.filter(Document("x", "2", metadata={"language": "uk"})) == (False, "other_language")
