@@ -15,13 +15,14 @@ def grouped_bars(table: dict[str, dict[str, float]], langs: list[str], ylabel: s
     """One group per language, one bar per row of `table` (a model or a tokenizer)."""
     names = list(table)
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(langs) * max(1, len(names) / 3)), 3.6))
+    width_in = min(18.0, 2 + 0.5 * len(langs) * max(1.0, len(names) / 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, width_in), 4.0))
     for i, name in enumerate(names):
         xs = [j + i * width - 0.4 + width / 2 for j in range(len(langs))]
         ax.bar(xs, [table[name].get(lang, float("nan")) for lang in langs], width, label=name)
     ax.set_xticks(range(len(langs)), langs)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, ncol=min(len(names), 4))
+    ax.legend(fontsize=7, ncol=min(len(names), 8), loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
