@@ -54,6 +54,7 @@ def _progress(ctx: Any) -> Progress:
 def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[dict[str, Any]], dist: DistInfo) -> None:
     """Gather the whole model (a collective under FSDP2) and let rank 0 write the HF folder."""
     full = checkpoint.full_state_dict(model)
+    model.config.use_cache = True  # the saved model generates with a cache
     if dist.is_main:
         if dist.world_size > 1:  # save through a clean, unwrapped instance of the same class
             with torch.device("meta"):
@@ -73,6 +74,7 @@ def train_one(ctx: Any, pm: PlannedModel, fp: str, tok: Any, streams: dict[str, 
     models_dir = ctx.stage_dir("train")
     known = {p.name for p in r.plan()}
     model = build_model(pm.init, cfg.architecture, tok, r.seed, models_dir, known).to(dist.device)
+    model.config.use_cache = False  # a KV cache is useless in training and makes compile recompile per layer
     model = parallelize(model, cfg, dist)
     sampler = MixtureSampler(streams, pm.mixture, cfg.seq_len, seed=r.seed)
 
