@@ -45,7 +45,8 @@ def nll_sum(model: torch.nn.Module, windows: Sequence[list[int]], batch_size: in
 def bits_per_byte(model: torch.nn.Module, tok: object, texts: Sequence[str], max_len: int, batch_size: int = 8) -> dict[str, float]:
     model.eval()
     encoded = tok(list(texts), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
-    windows = [w for ids in encoded for w in _windows(ids, tok.bos_token_id, max_len) if len(w) > 1]  # type: ignore[attr-defined]
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id  # type: ignore[attr-defined]
+    windows = [w for ids in encoded for w in _windows(ids, bos, max_len) if len(w) > 1]
     nats = nll_sum(model, windows, batch_size, tok.pad_token_id)  # type: ignore[attr-defined]
     n_bytes = sum(len(t.encode()) for t in texts)
     n_tokens = sum(map(len, encoded))

@@ -1,10 +1,14 @@
-"""The eval stage: bits per byte on held-out text, per model and language.
+"""The eval stage: bits per byte on held-out text and multiple-choice tasks, per model and language.
 
-`eval/<model>/results.json` per model (cached on its own), `eval/results.json` for the table.
+`eval/<model>/results.json` per model (cached on its own), `eval/results.json` for the tables
+(`bpb` as before, `mc` added) and `eval/leaderboard.{md,json}` (models x languages x tasks).
+Every model the run trained is scored, plus `eval.extra_models` (e.g. the base model it started from).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -13,10 +17,30 @@ import torch
 
 from occiforge import artifacts
 from occiforge.data.stage import iter_texts
+from occiforge.eval import leaderboard
 from occiforge.eval.bpb import bits_per_byte
+from occiforge.eval.scorer import Scorer
+from occiforge.eval.suite import pose_all, score_mc
+from occiforge.eval.tasks import BUILTIN_LOCAL, Posed, TaskData, builtin_folder, load_tasks
 from occiforge.tokenizer.stage import load_tokenizer
 from occiforge.train.model import load_causal_lm
 from occiforge.train.stage import model_fingerprints
+
+
+def _source_digest(path: str) -> str:
+    """What a task source holds: the bytes of its local JSONL files, or the hub id as given."""
+    if path.startswith("builtin:") and path.removeprefix("builtin:") in BUILTIN_LOCAL:
+        folder = builtin_folder(path.removeprefix("builtin:"))
+    elif path.startswith(("builtin:", "hf:")):
+        return path
+    else:
+        folder = Path(path)
+    files = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else [folder]
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _config(ctx: Any) -> dict[str, Any]:
@@ -24,6 +48,8 @@ def _config(ctx: Any) -> dict[str, Any]:
     cfg = r.eval.model_dump(mode="json", exclude={"batch_size", "extra_models"})
     cfg["max_len"] = r.eval.max_len or r.train.seq_len + 1
     cfg["languages"] = r.eval.languages or r.languages
+    if r.eval.mc:
+        cfg["mc_data"] = [_source_digest(m.path) for m in r.eval.mc]
     return cfg
 
 
@@ -35,14 +61,31 @@ def targets(ctx: Any) -> dict[str, tuple[str, str]]:
 
 
 def fingerprint(ctx: Any) -> str:
-    return artifacts.fingerprint("eval/1", _config(ctx), ctx.fingerprint("data"), {k: v[1] for k, v in targets(ctx).items()})
+    return artifacts.fingerprint("eval/2", _config(ctx), ctx.fingerprint("data"), {k: v[1] for k, v in targets(ctx).items()})
 
 
-def evaluate_model(path: str, cfg: dict[str, Any], texts: dict[str, list[str]], batch_size: int) -> dict[str, Any]:
+def mc_tasks(ctx: Any, langs: list[str]) -> list[TaskData]:
+    """The recipe's multiple-choice tasks in the evaluated languages (each task's own where it has fewer)."""
+    ev = ctx.recipe.eval
+    tasks = []
+    for m in ev.mc:
+        shots = m.fewshot if m.fewshot is not None else ev.fewshot
+        tasks += load_tasks(m.path, m.name, langs, shots, m.max_items, m.template, m.prompt)
+    return tasks
+
+
+def evaluate_model(path: str, cfg: dict[str, Any], texts: dict[str, list[str]], batch_size: int,
+                   tasks: list[TaskData] | None = None, posed: dict[tuple[str, str], list[Posed]] | None = None) -> dict[str, Any]:
     model = load_causal_lm(path)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     tok = load_tokenizer(path)
-    return {"bpb": {lang: bits_per_byte(model, tok, docs, cfg["max_len"], batch_size) for lang, docs in texts.items()}}
+    out: dict[str, Any] = {"bpb": {}}
+    if cfg.get("bpb", True):
+        out["bpb"] = {lang: bits_per_byte(model, tok, docs, cfg["max_len"], batch_size) for lang, docs in texts.items()}
+    if tasks:
+        # multiple choice scores on the model's own context length, as lm-eval does
+        out["mc"], _ = score_mc(Scorer(model, tok, batch_size=max(batch_size, 16)), tasks, cfg.get("seed", 1234), posed)
+    return out
 
 
 def run(ctx: Any, fp: str) -> dict[str, Any]:
@@ -55,24 +98,34 @@ def run(ctx: Any, fp: str) -> dict[str, Any]:
     if missing := [lang for lang, docs in texts.items() if not docs]:
         ctx.log(f"  [yellow]no held-out text for {', '.join(missing)}: not scored[/yellow]")
         texts = {lang: docs for lang, docs in texts.items() if docs}
+    tasks = mc_tasks(ctx, cfg["languages"])
+    posed = pose_all(tasks, cfg["seed"]) if tasks else None
     table: dict[str, dict[str, float]] = {}
+    mc: dict[str, Any] = {}
     for name, (path, model_fp) in targets(ctx).items():
         folder = ctx.stage_dir("eval") / name
-        efp = artifacts.fingerprint("eval-model/1", cfg, ctx.fingerprint("data"), model_fp)
+        efp = artifacts.fingerprint("eval-model/2", cfg, ctx.fingerprint("data"), model_fp)
         if not artifacts.is_complete(folder, efp):
             with ctx.status(f"eval: {name}"):
-                results = evaluate_model(path, cfg, texts, ctx.recipe.eval.batch_size)
+                results = evaluate_model(path, cfg, texts, ctx.recipe.eval.batch_size, tasks, posed)
             with artifacts.staged_dir(folder) as tmp:
                 artifacts.write_json_atomic(tmp / "results.json", {"model": name, "path": path, **results})
             artifacts.write_manifest(folder, efp, model=name)
         results = read_results(folder)
         table[name] = {lang: round(row["bpb"], 5) for lang, row in results["bpb"].items()}
+        if results.get("mc"):
+            mc[name] = results["mc"]
         ctx.log(f"  {name}: " + "  ".join(f"{lang} {v:.3f}" for lang, v in table[name].items()))
-    artifacts.write_json_atomic(ctx.stage_dir("eval") / "results.json", {"metric": "bpb", "languages": cfg["languages"], "bpb": table})
-    return {"models": list(table), "bpb": table}
+    out_dir = ctx.stage_dir("eval")
+    summary: dict[str, Any] = {"metric": "bpb", "languages": cfg["languages"], "bpb": table}
+    if mc:
+        summary["mc"] = mc
+        board = leaderboard.build(mc)
+        leaderboard.write(board, out_dir)
+        ctx.log("  leaderboard (mean over tasks): " + "  ".join(f"{m} {100 * v:.1f}" for m, v in board["overall"].items()))
+    artifacts.write_json_atomic(out_dir / "results.json", summary)
+    return {"models": list(table), "bpb": table, **({"leaderboard": "leaderboard.md"} if mc else {})}
 
 
 def read_results(folder: Path) -> dict[str, Any]:
-    import json
-
     return json.loads((folder / "results.json").read_text())

@@ -37,6 +37,25 @@ def table_html(rows: dict[str, dict[str, Any]], cols: list[str], lower_is_better
 CSS = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
 
 
+def _leaderboard_section(ctx: Any, out: Path) -> list[str]:
+    """Multiple-choice leaderboard (eval/leaderboard.json): per-language averages, plot, per-task tables."""
+    path = ctx.stage_dir("eval") / "leaderboard.json"
+    if not path.is_file():
+        return []
+    board = json.loads(path.read_text())
+    langs = board["languages"]
+    rows = {m: {**avg, "avg": board["overall"].get(m)} for m, avg in board["average"].items()}
+    grouped_bars(board["average"], langs, "mean score over tasks (higher is better)", out / "leaderboard.png")
+    parts = ["<h2>Leaderboard: multiple choice, mean over tasks per language</h2>",
+             table_html(rows, [*langs, "avg"], lower_is_better=False),
+             '<img src="leaderboard.png" alt="mean multiple-choice score per language and model">']
+    for task in board["tasks"]:
+        per_task = {m: s.get(task, {}) for m, s in board["scores"].items()}
+        cols = [lang for lang in langs if any(lang in r for r in per_task.values())]
+        parts += [f"<h3>{html.escape(task)} ({html.escape(board['metric'][task])})</h3>", table_html(per_task, cols, lower_is_better=False)]
+    return parts
+
+
 def _sections(ctx: Any, out: Path) -> list[str]:
     langs = ctx.recipe.languages
     stats = json.loads((ctx.stage_dir("data") / "stats.json").read_text())
@@ -57,6 +76,7 @@ def _sections(ctx: Any, out: Path) -> list[str]:
         "<h2>Evaluation: bits per byte on held-out text</h2>",
         table_html(bpb, eval_langs, lower_is_better=True),
         '<img src="bpb.png" alt="bits per byte per language and model">',
+        *_leaderboard_section(ctx, out),
         *(['<h2>Training loss</h2><img src="loss.png" alt="training loss">'] if hist else []),
         "<h2>Tokenizer</h2>", table_html(tok, ["bytes_per_token", "tokens_per_word"]),
         "<h2>Data</h2>", table_html(data_rows, ["read", "kept", "heldout", "dropped"]),

@@ -1,13 +1,17 @@
 """Train a byte-level tokenizer with HF `tokenizers` on a per-language sample of the corpus.
 
-Language shares follow temperature sampling: share_l ∝ size_l ** alpha (alpha=1 keeps the
-natural proportions, alpha=0 gives every language the same amount). Sizes count characters
-by default, so languages in two-byte scripts (Greek, Bulgarian) are not starved.
+Language shares follow temperature sampling: share_l ∝ weight_l * size_l ** alpha (alpha=1
+keeps the natural proportions, alpha=0 gives every language the same amount; the weights come
+from parity balancing, `tokenizer.balance`). Sizes count characters by default, so languages
+in two-byte scripts (Greek, Bulgarian) are not starved. The sample is as large as needed for
+every language to be used whole at least once (smaller languages are repeated up to their
+share), capped at `max_bytes`; only where the cap binds are documents dropped, at random.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import random
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -19,22 +23,28 @@ PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 
 
-def sampling_shares(sizes: dict[str, int], alpha: float) -> dict[str, float]:
-    weights = {lang: float(size) ** alpha if size > 0 else 0.0 for lang, size in sizes.items()}
-    total = sum(weights.values())
-    return {lang: w / total for lang, w in weights.items()}
+def sampling_shares(sizes: dict[str, int], alpha: float, weights: dict[str, float] | None = None) -> dict[str, float]:
+    w = {lang: (weights or {}).get(lang, 1.0) * (float(size) ** alpha if size > 0 else 0.0) for lang, size in sizes.items()}
+    total = sum(w.values())
+    return {lang: v / total for lang, v in w.items()}
 
 
-def sample_texts(texts: dict[str, list[str]], cfg: TokenizerConfig) -> Iterator[str]:
-    """Yield each language's texts, cycled or cut to its share of the sample budget."""
-    unit = (lambda t: len(t)) if cfg.balance_by == "chars" else (lambda t: len(t.encode()))
+def _unit(balance_by: str) -> Callable[[str], int]:
+    return (lambda t: len(t.encode())) if balance_by == "bytes" else len  # "chars" and "parity"
+
+
+def sample_texts(texts: dict[str, list[str]], cfg: TokenizerConfig, weights: dict[str, float] | None = None) -> Iterator[str]:
+    """Yield each language's texts (in a seeded random order), repeated or cut to its share."""
+    unit = _unit(cfg.balance_by)
     sizes = {lang: sum(map(unit, docs)) for lang, docs in texts.items()}
-    shares = sampling_shares(sizes, cfg.sampling_alpha)
-    budget = min(cfg.max_bytes, sum(sizes.values()))
+    shares = sampling_shares(sizes, cfg.sampling_alpha, weights)
+    # large enough that the language with the smallest share/size ratio is used whole once
+    budget = min(cfg.max_bytes, max((sizes[lang] / shares[lang] for lang in sizes if shares[lang] > 0), default=0.0))
     for lang, docs in texts.items():
+        order = random.Random(f"tokenizer-sample/{lang}").sample(range(len(docs)), len(docs))
         target, taken, i = shares[lang] * budget, 0, 0
         while docs and taken < target:
-            doc = docs[i % len(docs)]
+            doc = docs[order[i % len(docs)]]
             yield doc
             taken += unit(doc)
             i += 1

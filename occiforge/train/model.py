@@ -1,4 +1,9 @@
-"""Build or load the causal LM a model entry starts from. Knows nothing of parallelism."""
+"""Build or load the causal LM a model entry starts from. Knows nothing of parallelism.
+
+A model loaded for a tokenizer that extends its own (`tokenizer.extend`, ids 0..V-1 identical)
+gets its embeddings grown and the new rows initialised as the extension record says; any other
+vocabulary mismatch is refused.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from occiforge.errors import UserError
 from occiforge.recipe import ArchitectureConfig
+from occiforge.tokenizer.embeddings import init_new_embeddings, read_extension
 
 
 def llama_config(arch: ArchitectureConfig, tok: Any) -> LlamaConfig:
@@ -43,14 +49,61 @@ def check_vocab(model: PreTrainedModel, tok: Any, where: str) -> None:
         raise UserError(f"{where}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
 
 
+def _own_tokenizer(path: str | Path) -> Any | None:
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception:  # noqa: BLE001 - no (loadable) tokenizer: the extension cannot be verified
+        return None
+
+
+def extension_of(path: str | Path, tok: Any, where: str) -> dict[str, Any] | None:
+    """The extension record when `tok` extends the tokenizer saved with the model at `path`.
+
+    None when `tok` is no extension or the model already has the extended vocabulary. An
+    extension of a different tokenizer (its first V ids differ from the model's) is refused.
+    """
+    record = read_extension(tok.name_or_path) if getattr(tok, "name_or_path", "") else None
+    own = _own_tokenizer(path) if record else None
+    if record is None or own is None or own.get_vocab() == tok.get_vocab():
+        return None
+    base = int(record["base_vocab_size"])
+    if len(own) != base or {t: i for t, i in tok.get_vocab().items() if i < base} != own.get_vocab():
+        raise UserError(f"{where}: tokenizer.extend extended a different tokenizer than this model's ({len(own)} tokens, "
+                        f"first {base} ids must match); set tokenizer.pretrained to the model's folder")
+    return record
+
+
+def adapt_embeddings(model: PreTrainedModel, tok: Any, path: str | Path, where: str, seed: int = 0) -> None:
+    """Grow and initialise embeddings for an extended tokenizer, or refuse a vocabulary mismatch."""
+    if (record := extension_of(path, tok, where)) is not None:
+        if model.get_input_embeddings().num_embeddings < int(record["base_vocab_size"]):
+            raise UserError(f"{where}: the model's embedding is smaller than its own tokenizer")
+        init_new_embeddings(model, record, seed=seed)
+    check_vocab(model, tok, where)
+
+
+def preflight_vocab(inits: list[str], tok: Any, known: set[str]) -> None:
+    """Before any training: refuse an external `init` whose embedding cannot hold `tok`'s ids
+    unless `tok` is a verified extension of the model's own tokenizer (reads configs only)."""
+    for init in inits:
+        if init == "scratch" or init in known:
+            continue
+        try:
+            rows = AutoConfig.from_pretrained(init).get_text_config().vocab_size
+        except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
+            raise UserError(f"init {init!r}: cannot read the model config: {str(e).splitlines()[0][:200]}") from None
+        if extension_of(init, tok, f"init {init!r}") is None and len(tok) > rows:
+            raise UserError(f"init {init!r}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
+
+
 def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models_dir: Path, known: set[str]) -> PreTrainedModel:
     """`scratch` builds a Llama from the recipe; a known model name or a HF path/id is loaded."""
     if init == "scratch":
         torch.manual_seed(seed)
         model = LlamaForCausalLM(llama_config(arch, tok))
-    elif init in known:
-        model = load_causal_lm(models_dir / init)
-    else:
-        model = load_causal_lm(init)
-    check_vocab(model, tok, f"init {init!r}")
+        check_vocab(model, tok, f"init {init!r}")
+        return model
+    path = models_dir / init if init in known else init
+    model = load_causal_lm(path)
+    adapt_embeddings(model, tok, path, f"init {init!r}", seed)
     return model

@@ -1,0 +1,120 @@
+"""New-token embedding init after a tokenizer extension: random vs mean vs decomposition.
+
+    python benchmarks/bench_tokenizer_init.py [--steps 100] [--new-tokens 1000] [--only el|de]
+
+Two settings, both with models trained by the demo (runs/demo/models/* if present, otherwise
+trained here with the demo recipe): Greek on the English base model (`base`, which has never
+seen Greek), and German on the demo's German model (`cpt-de`, which has; the demo tokenizer's
+German fertility, 2.4, is above the 2.0 rule). Text comes from ../shared/data/mono (the demo
+corpus if that is absent). For each init a recipe extends the demo tokenizer for the target
+language (`tokenizer.extend`) and continues pre-training bilingually (30% English replay).
+Target-language bits per byte on the run's held-out text are measured right after the
+extension (the model exactly as the train stage builds it, no training) and after the short
+CPT (the eval stage), next to the same CPT with the unextended tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("OCCIFORGE_SHARED", REPO.parent / "shared")) / "data"
+sys.path.insert(0, str(REPO))
+
+from occiforge.cli import main as occiforge  # noqa: E402
+
+DEMO_ARCH = {"hidden_size": 96, "num_layers": 2, "num_heads": 4, "intermediate_size": 256, "max_position_embeddings": 256}
+
+
+def demo_models(work: Path) -> Path:
+    """The folder holding the demo's `base` and `cpt-de` models."""
+    existing = REPO / "runs" / "demo" / "models"
+    if all((existing / name / "model.safetensors").is_file() for name in ("base", "cpt-de")):
+        return existing
+    run = work / "demo"
+    models = "{base: {init: scratch, mixture: {en: 1.0}, steps: 400}, cpt: {init: base, targets: [de], replay: 0.3, steps: 200}}"
+    assert occiforge(["run", str(REPO / "recipes" / "demo.yaml"), "-q", "--to", "train", "--set", f"run_dir={run}", "--set", f"models={models}"]) == 0
+    return run / "models"
+
+
+def recipe(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tokens: int) -> Path:
+    source = {"name": "shared", "path": str(SHARED / "mono")} if (SHARED / "mono").is_dir() else {"name": "demo", "path": "builtin:demo"}
+    tok: dict[str, Any] = {"pretrained": str(base)}
+    if init:
+        tok["extend"] = {"languages": [lang], "new_tokens": new_tokens, "init": init}
+    tree = {
+        "name": f"init-{lang}-{init or 'none'}", "run_dir": str(work / f"run-{lang}"), "seed": 0, "languages": ["en", lang],
+        "data": {"sources": [source], "heldout_fraction": 0.1},
+        "tokenizer": tok,
+        "train": {"architecture": DEMO_ARCH, "seq_len": 128, "batch_size": 16, "steps": steps, "save_every": 1000,
+                  "threads": 2, "optim": {"lr": 0.002, "warmup_steps": 10, "schedule": "cosine", "min_lr_ratio": 0.1}},
+        "models": {"cpt": {"init": str(base), "targets": [lang], "replay": 0.3}},
+        "eval": {"languages": [lang, "en"], "max_docs_per_language": 60},
+        "report": {"enabled": False},
+    }
+    path = work / f"{tree['name']}.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def before_training(run: Path, base: Path, lang: str) -> float:
+    """bpb of the model exactly as the train stage builds it (embeddings grown and initialised)."""
+    from occiforge.data.stage import iter_texts
+    from occiforge.eval.bpb import bits_per_byte
+    from occiforge.recipe import ArchitectureConfig
+    from occiforge.tokenizer.stage import load_tokenizer
+    from occiforge.train.model import build_model
+
+    tok = load_tokenizer(str(run / "tokenizer"))
+    model = build_model(str(base), ArchitectureConfig(), tok, 0, run / "models", set())
+    texts = list(islice(iter_texts(run / "data", lang, "heldout"), 60))
+    return bits_per_byte(model, tok, texts, max_len=129)["bpb"]
+
+
+def one(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tokens: int) -> dict[str, Any]:
+    path = recipe(work, base, lang, init, steps, new_tokens)
+    assert occiforge(["run", str(path), "-q", "--to", "tokenizer"]) == 0
+    run = work / f"run-{lang}"
+    report = json.loads((run / "tokenizer" / "report.json").read_text())
+    row = {"fertility": report[lang]["fertility"], "before": before_training(run, base, lang),
+           "en_before": before_training(run, base, "en")}
+    t0 = time.perf_counter()
+    assert occiforge(["run", str(path), "-q"]) == 0
+    bpb = json.loads((run / "eval" / "results.json").read_text())["bpb"][f"cpt-{lang}"]
+    row.update(after=bpb[lang], en_after=bpb["en"], seconds=time.perf_counter() - t0)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--new-tokens", type=int, default=1000)
+    parser.add_argument("--only", choices=("el", "de"))
+    args = parser.parse_args()
+    settings = [(lang, model) for lang, model in (("el", "base"), ("de", "cpt-de")) if args.only in (None, lang)]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        models = demo_models(work)
+        for lang, model in settings:
+            rows = {init or "none (demo tokenizer)": one(work, models / model, lang, init, args.steps, args.new_tokens)
+                    for init in (None, "random", "mean", "decomposition")}
+            print(f"\n{lang} on the demo's `{model}` model; text: {SHARED / 'mono' if (SHARED / 'mono').is_dir() else 'demo corpus'}; "
+                  f"{args.new_tokens} new tokens; CPT {args.steps} steps x 16 x 128 tokens, 30% English replay\n")
+            print(f"| init | {lang} fertility | {lang} bpb after extension | {lang} bpb after CPT | en bpb after extension | en bpb after CPT |")
+            print("|---|---|---|---|---|---|")
+            for name, r in rows.items():
+                print(f"| {name} | {r['fertility']:.2f} | {r['before']:.3f} | {r['after']:.3f} | {r['en_before']:.3f} | {r['en_after']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
