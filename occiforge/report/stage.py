@@ -9,6 +9,7 @@ from typing import Any
 
 from occiforge import artifacts
 from occiforge.report.plots import grouped_bars, loss_curves
+from occiforge.tokenizer.report import report_section
 
 
 def fingerprint(ctx: Any) -> str:
@@ -61,7 +62,6 @@ def _sections(ctx: Any, out: Path) -> list[str]:
     stats = json.loads((ctx.stage_dir("data") / "stats.json").read_text())
     data_rows = {lang: {"read": s["read"], "kept": s["kept"], "heldout": s.get("heldout_docs", 0),
                         "dropped": ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-"} for lang, s in stats.items()}
-    tok = json.loads((ctx.stage_dir("tokenizer") / "report.json").read_text())
     results = json.loads((ctx.stage_dir("eval") / "results.json").read_text())
     bpb, eval_langs = results["bpb"], results["languages"]
     grouped_bars(bpb, eval_langs, "bits per byte (lower is better)", out / "bpb.png")
@@ -78,7 +78,7 @@ def _sections(ctx: Any, out: Path) -> list[str]:
         '<img src="bpb.png" alt="bits per byte per language and model">',
         *_leaderboard_section(ctx, out),
         *(['<h2>Training loss</h2><img src="loss.png" alt="training loss">'] if hist else []),
-        "<h2>Tokenizer</h2>", table_html(tok, ["bytes_per_token", "tokens_per_word"]),
+        report_section(ctx.stage_dir("tokenizer")),
         "<h2>Data</h2>", table_html(data_rows, ["read", "kept", "heldout", "dropped"]),
         f"<p>Languages: {', '.join(langs)}. Recipe: <code>recipe.resolved.yaml</code>.</p>",
     ]

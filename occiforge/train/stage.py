@@ -22,7 +22,7 @@ from occiforge.train import checkpoint
 from occiforge.train.distributed import DistInfo, barrier
 from occiforge.train.loop import LoopSpec, train
 from occiforge.train.parallel import parallelize
-from occiforge.train.model import build_model
+from occiforge.train.model import build_model, preflight_vocab
 from occiforge.train.sampler import MixtureSampler
 from occiforge.train.tokens import open_tokens
 
@@ -107,6 +107,7 @@ def run(ctx: Any, fp: str) -> dict[str, Any]:
     if r.train.threads:
         torch.set_num_threads(r.train.threads)
     tok = load_tokenizer(str(ctx.stage_dir("tokenizer")))
+    preflight_vocab([pm.init for pm in r.plan()], tok, known={pm.name for pm in r.plan()})  # before any training
     tokens_dir = ctx.stage_dir("tokens")
     streams = {lang: open_tokens(tokens_dir, lang) for lang in r.languages}
     out: dict[str, Any] = {}
