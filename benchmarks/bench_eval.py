@@ -31,17 +31,15 @@ SHARED = Path(os.environ.get("OCCIFORGE_SHARED", REPO.parent / "shared")) / "dat
 def build_model(folder: Path) -> Path:
     """A demo-sized random Llama with a BPE tokenizer trained on the shared monolingual text."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    from occiforge.recipe import TokenizerConfig
+    from occiforge.tokenizer.train import BOS, EOS, PAD, train_tokenizer
+
     texts = [json.loads(line)["text"] for f in sorted((SHARED / "mono").glob("*.jsonl")) for line in f.open(encoding="utf-8")]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=4096, special_tokens=["<pad>", "<s>", "</s>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    # the project's own byte-level BPE trainer (min_frequency 1: every pair may merge)
+    fast = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(texts, TokenizerConfig(vocab_size=4096, min_frequency=1)),
+                                   bos_token=BOS, eos_token=EOS, pad_token=PAD)
     fast.save_pretrained(str(folder))
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(fast), hidden_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,

@@ -28,17 +28,15 @@ from occiforge.eval.tasks import TARGET_DELIMITER, load_tasks, pose  # noqa: E40
 
 
 def build(hidden: int, layers: int) -> tuple[object, object]:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    from occiforge.recipe import TokenizerConfig
+    from occiforge.tokenizer.train import BOS, EOS, PAD, train_tokenizer
+
     texts = [json.loads(line)["text"] for f in sorted((REPO / "occiforge/demo/corpus").glob("*.jsonl")) for line in f.open()]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=8192, special_tokens=["<pad>", "<s>", "</s>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    # the project's own byte-level BPE trainer (min_frequency 1: every pair may merge)
+    fast = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(texts, TokenizerConfig(vocab_size=8192, min_frequency=1)),
+                                   bos_token=BOS, eos_token=EOS, pad_token=PAD)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=16,
                       num_key_value_heads=16, intermediate_size=hidden * 11 // 4, max_position_embeddings=4096,
