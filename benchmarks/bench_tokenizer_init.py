@@ -1,16 +1,19 @@
-"""New-token embedding init after a tokenizer extension: random vs mean vs decomposition.
+"""New-token embedding init after a tokenizer extension: random vs mean vs decomposition (plain, calibrated).
 
-    python benchmarks/bench_tokenizer_init.py [--steps 100] [--new-tokens 1000] [--only el|de]
+    python benchmarks/bench_tokenizer_init.py [--steps 100] [--new-tokens 1000] [--seeds 0 1 2] [--settings el:base de:cpt-de ...]
 
 Two settings, both with models trained by the demo (runs/demo/models/* if present, otherwise
 trained here with the demo recipe): Greek on the English base model (`base`, which has never
 seen Greek), and German on the demo's German model (`cpt-de`, which has; the demo tokenizer's
-German fertility, 2.4, is above the 2.0 rule). Text comes from ../shared/data/mono (the demo
+German fertility, 2.4, is above the 2.0 rule); `--settings` adds others (`lang:model`) to check
+the choice on languages it was not made on. Text comes from ../shared/data/mono (the demo
 corpus if that is absent). For each init a recipe extends the demo tokenizer for the target
 language (`tokenizer.extend`) and continues pre-training bilingually (30% English replay).
 Target-language bits per byte on the run's held-out text are measured right after the
 extension (the model exactly as the train stage builds it, no training) and after the short
-CPT (the eval stage), next to the same CPT with the unextended tokenizer.
+CPT (the eval stage), next to the same CPT with the unextended tokenizer. Each cell is the median
+over `--seeds` (the recipe seed: random rows and the CPT's data order), after-CPT cells with
+their range.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import statistics
 import time
 from itertools import islice
 from pathlib import Path
@@ -47,13 +51,13 @@ def demo_models(work: Path) -> Path:
     return run / "models"
 
 
-def recipe(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tokens: int) -> Path:
+def recipe(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tokens: int, seed: int) -> Path:
     source = {"name": "shared", "path": str(SHARED / "mono")} if (SHARED / "mono").is_dir() else {"name": "demo", "path": "builtin:demo"}
     tok: dict[str, Any] = {"pretrained": str(base)}
     if init:
         tok["extend"] = {"languages": [lang], "new_tokens": new_tokens, "init": init}
     tree = {
-        "name": f"init-{lang}-{init or 'none'}", "run_dir": str(work / f"run-{lang}"), "seed": 0, "languages": ["en", lang],
+        "name": f"init-{lang}-{init or 'none'}", "run_dir": str(work / f"run-{lang}"), "seed": seed, "languages": ["en", lang],
         "data": {"sources": [source], "heldout_fraction": 0.1},
         "tokenizer": tok,
         "train": {"architecture": DEMO_ARCH, "seq_len": 128, "batch_size": 16, "steps": steps, "save_every": 1000,
@@ -67,27 +71,29 @@ def recipe(work: Path, base: Path, lang: str, init: str | None, steps: int, new_
     return path
 
 
-def before_training(run: Path, base: Path, lang: str) -> float:
+def before_training(run: Path, base: Path, lang: str, seed: int) -> float:
     """bpb of the model exactly as the train stage builds it (embeddings grown and initialised)."""
     from occiforge.data.stage import iter_texts
     from occiforge.eval.bpb import bits_per_byte
     from occiforge.recipe import ArchitectureConfig
     from occiforge.tokenizer.stage import load_tokenizer
     from occiforge.train.model import build_model
+    from occiforge.train.tokens import open_tokens
 
     tok = load_tokenizer(str(run / "tokenizer"))
-    model = build_model(str(base), ArchitectureConfig(), tok, 0, run / "models", set())
+    streams = {d.name: open_tokens(run / "tokens", d.name) for d in (run / "tokens").iterdir() if d.is_dir()}
+    model = build_model(str(base), ArchitectureConfig(), tok, seed, run / "models", set(), streams)
     texts = list(islice(iter_texts(run / "data", lang, "heldout"), 60))
     return bits_per_byte(model, tok, texts, max_len=129)["bpb"]
 
 
-def one(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tokens: int) -> dict[str, Any]:
-    path = recipe(work, base, lang, init, steps, new_tokens)
-    assert occiforge(["run", str(path), "-q", "--to", "tokenizer"]) == 0
+def one(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tokens: int, seed: int) -> dict[str, Any]:
+    path = recipe(work, base, lang, init, steps, new_tokens, seed)
+    assert occiforge(["run", str(path), "-q", "--to", "tokens"]) == 0
     run = work / f"run-{lang}"
     report = json.loads((run / "tokenizer" / "report.json").read_text())
-    row = {"fertility": report[lang]["fertility"], "before": before_training(run, base, lang),
-           "en_before": before_training(run, base, "en")}
+    row = {"fertility": report[lang]["fertility"], "before": before_training(run, base, lang, seed),
+           "en_before": before_training(run, base, "en", seed)}
     t0 = time.perf_counter()
     assert occiforge(["run", str(path), "-q"]) == 0
     bpb = json.loads((run / "eval" / "results.json").read_text())["bpb"][f"cpt-{lang}"]
@@ -95,25 +101,38 @@ def one(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tok
     return row
 
 
+def cell(runs: list[dict[str, Any]], key: str, spread: bool = False) -> str:
+    values = [r[key] for r in runs]
+    text = f"{statistics.median(values):.3f}"
+    return f"{text} ({min(values):.3f}-{max(values):.3f})" if spread and len(values) > 1 else text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--new-tokens", type=int, default=1000)
-    parser.add_argument("--only", choices=("el", "de"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--settings", nargs="+", default=["el:base", "de:cpt-de"], help="lang:demo-model pairs")
     args = parser.parse_args()
-    settings = [(lang, model) for lang, model in (("el", "base"), ("de", "cpt-de")) if args.only in (None, lang)]
+    settings = [tuple(s.split(":")) for s in args.settings]
+    inits = (None, "random", "mean", "decomposition", "decomposition-calibrated")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models = demo_models(work)
         for lang, model in settings:
-            rows = {init or "none (demo tokenizer)": one(work, models / model, lang, init, args.steps, args.new_tokens)
-                    for init in (None, "random", "mean", "decomposition")}
+            rows = {init or "none (demo tokenizer)": [one(work, models / model, lang, init, args.steps, args.new_tokens, seed)
+                                                      for seed in args.seeds] for init in inits}
             print(f"\n{lang} on the demo's `{model}` model; text: {SHARED / 'mono' if (SHARED / 'mono').is_dir() else 'demo corpus'}; "
-                  f"{args.new_tokens} new tokens; CPT {args.steps} steps x 16 x 128 tokens, 30% English replay\n")
+                  f"{args.new_tokens} new tokens; CPT {args.steps} steps x 16 x 128 tokens, 30% English replay; "
+                  f"median over seeds {args.seeds}\n")
             print(f"| init | {lang} fertility | {lang} bpb after extension | {lang} bpb after CPT | en bpb after extension | en bpb after CPT |")
             print("|---|---|---|---|---|---|")
-            for name, r in rows.items():
-                print(f"| {name} | {r['fertility']:.2f} | {r['before']:.3f} | {r['after']:.3f} | {r['en_before']:.3f} | {r['en_after']:.3f} |", flush=True)
+            for name, runs in rows.items():
+                print(f"| {name} | {runs[0]['fertility']:.2f} | {cell(runs, 'before')} | {cell(runs, 'after', True)} | "
+                      f"{cell(runs, 'en_before')} | {cell(runs, 'en_after', True)} |", flush=True)
+            wins = [(c["before"] < r["before"], c["after"] < r["after"]) for c, r in zip(rows["decomposition-calibrated"], rows["random"])]
+            print(f"\ndecomposition-calibrated below random, per seed: after extension {sum(w[0] for w in wins)}/{len(wins)}, "
+                  f"after CPT {sum(w[1] for w in wins)}/{len(wins)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ class TokenizerExtendConfig(Strict):
     threshold: float = Field(2.0, gt=0)  # Occiglot's rule: keep the base tokenizer where fertility <= 2.0
     new_tokens: int = Field(8000, ge=1)  # one union extension shared by every target language
     min_frequency: int = Field(2, ge=1)
-    init: Literal["decomposition", "mean", "random"] = "decomposition"  # embedding rows of new tokens
+    # embedding rows of new tokens (tokenizer/embeddings.py; measured in BENCHMARKS.md)
+    init: Literal["decomposition-calibrated", "decomposition", "mean", "random"] = "decomposition-calibrated"
 
     @field_validator("languages")
     @classmethod

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 
 from occiforge.errors import UserError
 from occiforge.recipe import ArchitectureConfig
-from occiforge.tokenizer.embeddings import init_new_embeddings, read_extension
+from occiforge.tokenizer.embeddings import init_new_embeddings, read_extension, sample_windows
 
 
 def llama_config(arch: ArchitectureConfig, tok: Any) -> LlamaConfig:
@@ -73,12 +73,15 @@ def extension_of(path: str | Path, tok: Any, where: str) -> dict[str, Any] | Non
     return record
 
 
-def adapt_embeddings(model: PreTrainedModel, tok: Any, path: str | Path, where: str, seed: int = 0) -> None:
-    """Grow and initialise embeddings for an extended tokenizer, or refuse a vocabulary mismatch."""
+def adapt_embeddings(model: PreTrainedModel, tok: Any, path: str | Path, where: str, seed: int = 0,
+                     streams: dict[str, Any] | None = None) -> None:
+    """Grow and initialise embeddings for an extended tokenizer, or refuse a vocabulary mismatch.
+
+    `streams` (language -> training token ids) feed the inits that read target-language text."""
     if (record := extension_of(path, tok, where)) is not None:
         if model.get_input_embeddings().num_embeddings < int(record["base_vocab_size"]):
             raise UserError(f"{where}: the model's embedding is smaller than its own tokenizer")
-        init_new_embeddings(model, record, seed=seed)
+        init_new_embeddings(model, record, seed=seed, sample=sample_windows(streams or {}, record["languages"]))
     check_vocab(model, tok, where)
 
 
@@ -96,8 +99,10 @@ def preflight_vocab(inits: list[str], tok: Any, known: set[str]) -> None:
             raise UserError(f"init {init!r}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
 
 
-def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models_dir: Path, known: set[str]) -> PreTrainedModel:
-    """`scratch` builds a Llama from the recipe; a known model name or a HF path/id is loaded."""
+def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models_dir: Path, known: set[str],
+                streams: dict[str, Any] | None = None) -> PreTrainedModel:
+    """`scratch` builds a Llama from the recipe; a known model name or a HF path/id is loaded
+    (and adapted to an extended tokenizer, see `adapt_embeddings`)."""
     if init == "scratch":
         torch.manual_seed(seed)
         model = LlamaForCausalLM(llama_config(arch, tok))
@@ -105,5 +110,5 @@ def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models
         return model
     path = models_dir / init if init in known else init
     model = load_causal_lm(path)
-    adapt_embeddings(model, tok, path, f"init {init!r}", seed)
+    adapt_embeddings(model, tok, path, f"init {init!r}", seed, streams)
     return model

@@ -73,7 +73,7 @@ def train_one(ctx: Any, pm: PlannedModel, fp: str, tok: Any, streams: dict[str, 
     r, cfg, dist = ctx.recipe, ctx.recipe.train, ctx.dist
     models_dir = ctx.stage_dir("train")
     known = {p.name for p in r.plan()}
-    model = build_model(pm.init, cfg.architecture, tok, r.seed, models_dir, known).to(dist.device)
+    model = build_model(pm.init, cfg.architecture, tok, r.seed, models_dir, known, streams).to(dist.device)
     model.config.use_cache = False  # a KV cache is useless in training and makes compile recompile per layer
     model = parallelize(model, cfg, dist)
     sampler = MixtureSampler(streams, pm.mixture, cfg.seq_len, seed=r.seed)

@@ -1,13 +1,15 @@
-"""Embedding rows for added tokens: random / mean / decomposition, old rows untouched."""
+"""Embedding rows for added tokens: random / mean / decomposition (plain and calibrated), old rows untouched."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from occiforge.errors import UserError
-from occiforge.tokenizer.embeddings import init_new_embeddings, new_rows
+from occiforge.tokenizer.embeddings import (TIED_SCALES, best_scale, centre, hidden_states, init_new_embeddings, new_rows,
+                                            sample_nll, sample_windows)
 
 RECORD = {"base_vocab_size": 20, "added": [{"id": 20, "pieces": [3, 5]}, {"id": 21, "pieces": [7, 8, 9]}]}
 
@@ -62,3 +64,63 @@ def test_bad_pieces_and_method():
         new_rows(weight, 4, [[1, 9]], "decomposition", 0.02)
     with pytest.raises(UserError, match="unknown init"):
         new_rows(weight, 4, [[1]], "zeros", 0.02)
+
+
+def _sample() -> list[torch.Tensor]:
+    return [torch.tensor([[1, 20, 4, 21, 6, 20], [21, 2, 20, 9, 21, 3]])]  # text in the extended vocabulary
+
+
+def test_calibrated_output_rows_are_centred_and_scaled_decomposition():
+    model = _model(tied=False)
+    old_in = model.get_input_embeddings().weight.detach().clone()
+    old_out = model.get_output_embeddings().weight.detach().clone()
+    init_new_embeddings(model, RECORD, "decomposition-calibrated", sample=_sample())
+    inp, out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert torch.equal(inp[:20], old_in) and torch.equal(out[:20], old_out)
+    assert torch.allclose(inp[20], old_in[[3, 5]].mean(0))  # input rows: plain decomposition
+    plain = torch.stack([old_out[[3, 5]].mean(0), old_out[[7, 8, 9]].mean(0)])
+    states, _ = hidden_states(model, _sample())
+    centred = centre(plain, states.mean(0))
+    assert (plain @ states.mean(0)).abs().min() > 0.1 and (out[20:] @ states.mean(0)).abs().max() < 1e-5  # prior removed
+    scale = float(out[20:].detach().norm() / centred.norm())
+    assert torch.allclose(out[20:], scale * centred, atol=1e-5) and 0.05 <= scale <= 2.0
+
+
+def test_best_scale_recovers_a_planted_logit_scale():
+    gen = torch.Generator().manual_seed(0)
+    states, old, new = torch.randn(4000, 8, generator=gen), torch.randn(30, 8, generator=gen), torch.randn(10, 8, generator=gen)
+    logits = states @ torch.cat([old, 0.6 * new]).T  # the truth: new rows at 0.6 of their length
+    targets = torch.multinomial(torch.softmax(logits, 1), 1, generator=gen).squeeze(1)
+    assert best_scale(states, targets, old, new, torch.arange(30, 40)) == pytest.approx(0.6, abs=0.1)
+
+
+def test_tied_calibration_picks_the_scale_with_the_best_sample_likelihood():
+    model = _model(tied=True)
+    init_new_embeddings(model, RECORD, "decomposition", sample=_sample())
+    states, _ = hidden_states(model, _sample())
+    centred = centre(model.get_input_embeddings().weight[20:].detach().clone(), states.mean(0))
+    nll = {}
+    for scale in TIED_SCALES:
+        with torch.no_grad():
+            model.get_input_embeddings().weight[20:] = scale * centred
+        nll[scale] = sample_nll(model, _sample())
+    model = _model(tied=True)
+    init_new_embeddings(model, RECORD, "decomposition-calibrated", sample=_sample())
+    assert torch.allclose(model.get_input_embeddings().weight[20:], min(nll, key=nll.__getitem__) * centred, atol=1e-6)
+    assert len(set(nll.values())) == len(TIED_SCALES)  # the candidates do differ
+
+
+def test_calibrated_decomposition_needs_text():
+    with pytest.raises(UserError, match="needs training text in el"):
+        init_new_embeddings(_model(tied=True), {**RECORD, "languages": ["el"]}, "decomposition-calibrated")
+    model = _model(tied=True)
+    init_new_embeddings(model, RECORD, sample=_sample())  # the default init calibrates
+    assert not torch.allclose(model.get_input_embeddings().weight[20], model.get_input_embeddings().weight[[3, 5]].mean(0))
+
+
+def test_sample_windows_are_evenly_spaced_and_skip_missing_languages():
+    streams = {"el": np.arange(1000, dtype=np.uint16), "de": np.arange(50, dtype=np.uint16)}
+    el, de = sample_windows(streams, ["el", "fi", "de"], length=100, per_language=4)
+    assert el.shape == (4, 100) and el.dtype == torch.int64 and el[:, 0].tolist() == [0, 300, 600, 900]
+    assert de.shape == (4, 50)  # a stream shorter than a window gives what it has
+    assert sample_windows(streams, ["fi"]) == []

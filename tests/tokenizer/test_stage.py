@@ -16,6 +16,8 @@ from occiforge.tokenizer.report import report_section
 from occiforge.tokenizer.stage import load_tokenizer
 from occiforge.tokenizer.train import save_hf
 from occiforge.train.model import build_model, preflight_vocab
+from occiforge.train.tokens import open_tokens
+from occiforge.tokenizer.embeddings import TIED_SCALES
 from occiforge.recipe import ArchitectureConfig
 from tests.conftest import tiny_tree
 from tests.tokenizer.conftest import demo_texts, write_parallel
@@ -76,14 +78,22 @@ def test_extend_initialise_and_continue_in_one_run(base_run: Path):
     assert cpt.get_input_embeddings().num_embeddings == 750
     assert "cpt-el" in json.loads((run / "eval" / "results.json").read_text())["bpb"]
 
-    # what the train stage built before training: old rows kept, new rows = mean of their pieces
+    # what the train stage built before training (default init, decomposition-calibrated, tied rows):
+    # old rows kept; a new row = (its pieces' mean, less one shared direction: the Greek training
+    # text's mean hidden state) times one shared factor
     tok = load_tokenizer(str(run / "tokenizer"))
-    model = build_model(str(base_model), ArchitectureConfig(), tok, 0, run / "models", set())
+    streams = {lang: open_tokens(run / "tokens", lang) for lang in ("en", "el")}
+    model = build_model(str(base_model), ArchitectureConfig(), tok, 0, run / "models", set(), streams)
     old = AutoModelForCausalLM.from_pretrained(str(base_model)).get_input_embeddings().weight
     new = model.get_input_embeddings().weight
     assert torch.equal(new[:600], old)
-    for added in record["added"][:20]:
-        assert torch.allclose(new[added["id"]], old[added["pieces"]].mean(0), atol=1e-6)
+    plain = torch.stack([old[a["pieces"]].mean(0) for a in record["added"][:20]])
+    rows = new[[a["id"] for a in record["added"][:20]]]
+    with torch.no_grad():  # for one of the candidate factors, the unscaled rows moved along one line only
+        ranks = [int(torch.linalg.matrix_rank(plain - rows / scale, atol=1e-4)) for scale in TIED_SCALES]
+    assert ranks.count(1) == 1 and not torch.allclose(rows, plain)
+    with pytest.raises(UserError, match="needs training text in el"):  # no text, no centring
+        build_model(str(base_model), ArchitectureConfig(), tok, 0, run / "models", set())
 
 
 def test_extension_of_another_tokenizer_is_refused(base_run: Path, small_bpe, capsys: pytest.CaptureFixture[str]):
