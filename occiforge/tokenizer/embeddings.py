@@ -149,10 +149,17 @@ def init_new_embeddings(model: Any, record: dict[str, Any], method: str | None =
 
 @torch.no_grad()
 def sample_nll(model: Any, windows: list[torch.Tensor]) -> float:
-    """Summed next-token NLL (nats) of `windows` under `model`."""
-    states, targets = hidden_states(model, windows)
-    weight = model.get_output_embeddings().weight.float().cpu()
-    return float(sum(torch.nn.functional.cross_entropy(s @ weight.T, t, reduction="sum") for s, t in zip(states.split(256), targets.split(256))))
+    """Summed next-token NLL (nats) of `windows` under `model` (its own logits: any scaling kept)."""
+    was_training = model.training
+    model.eval()
+    device, total = model.get_input_embeddings().weight.device, 0.0
+    for batch in windows:
+        for chunk in batch.split(4):
+            chunk = chunk.to(device)
+            logits = model(input_ids=chunk, use_cache=False).logits[:, :-1].float()
+            total += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="sum"))
+    model.train(was_training)
+    return total
 
 
 def _calibrate(model: Any, out_w: torch.Tensor, ids: torch.Tensor, base: int, sample: list[torch.Tensor], tied: bool) -> None:
