@@ -1,6 +1,6 @@
 """New-token embedding init after a tokenizer extension: random vs mean vs decomposition (plain, calibrated).
 
-    python benchmarks/bench_tokenizer_init.py [--steps 100] [--new-tokens 1000] [--seeds 0 1 2] [--settings el:base de:cpt-de ...]
+    python benchmarks/bench_tokenizer_init.py [--steps 100] [--new-tokens 1000] [--seeds 0 1 2] [--settings el:base de:cpt-de ...] [--untied]
 
 Two settings, both with models trained by the demo (runs/demo/models/* if present, otherwise
 trained here with the demo recipe): Greek on the English base model (`base`, which has never
@@ -13,7 +13,8 @@ Target-language bits per byte on the run's held-out text are measured right afte
 extension (the model exactly as the train stage builds it, no training) and after the short
 CPT (the eval stage), next to the same CPT with the unextended tokenizer. Each cell is the median
 over `--seeds` (the recipe seed: random rows and the CPT's data order), after-CPT cells with
-their range.
+their range. `--untied` runs every setting on a copy of the model whose output embedding is its
+own matrix (a copy of the tied one), as in Mistral or Llama 3 8B.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def demo_models(work: Path) -> Path:
     models = "{base: {init: scratch, mixture: {en: 1.0}, steps: 400}, cpt: {init: base, targets: [de], replay: 0.3, steps: 200}}"
     assert occiforge(["run", str(REPO / "recipes" / "demo.yaml"), "-q", "--to", "train", "--set", f"run_dir={run}", "--set", f"models={models}"]) == 0
     return run / "models"
+
+
+def untied_copy(model: Path, out: Path) -> Path:
+    """`model` with `lm_head` as its own matrix (same values), saved as a HF folder with its tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(str(model))
+    lm.config.tie_word_embeddings = False
+    lm.lm_head.weight = torch.nn.Parameter(lm.get_input_embeddings().weight.detach().clone())
+    lm.save_pretrained(str(out))
+    for f in model.glob("*token*"):
+        shutil.copy(f, out / f.name)
+    return out
 
 
 def recipe(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tokens: int, seed: int) -> Path:
@@ -113,6 +130,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=["el:base", "de:cpt-de"], help="lang:demo-model pairs")
+    parser.add_argument("--untied", action="store_true", help="untie the demo models' embeddings first")
     args = parser.parse_args()
     settings = [tuple(s.split(":")) for s in args.settings]
     inits = (None, "random", "mean", "decomposition", "decomposition-calibrated")
@@ -120,9 +138,10 @@ def main() -> None:
         work = Path(tmp)
         models = demo_models(work)
         for lang, model in settings:
-            rows = {init or "none (demo tokenizer)": [one(work, models / model, lang, init, args.steps, args.new_tokens, seed)
+            start = untied_copy(models / model, work / f"untied-{model}") if args.untied else models / model
+            rows = {init or "none (demo tokenizer)": [one(work, start, lang, init, args.steps, args.new_tokens, seed)
                                                       for seed in args.seeds] for init in inits}
-            print(f"\n{lang} on the demo's `{model}` model; text: {SHARED / 'mono' if (SHARED / 'mono').is_dir() else 'demo corpus'}; "
+            print(f"\n{lang} on the demo's `{model}` model{' (untied copy)' if args.untied else ''}; text: {SHARED / 'mono' if (SHARED / 'mono').is_dir() else 'demo corpus'}; "
                   f"{args.new_tokens} new tokens; CPT {args.steps} steps x 16 x 128 tokens, 30% English replay; "
                   f"median over seeds {args.seeds}\n")
             print(f"| init | {lang} fertility | {lang} bpb after extension | {lang} bpb after CPT | en bpb after extension | en bpb after CPT |")
