@@ -67,7 +67,8 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     barrier()
     flat, groups = _flat(model, optimizer)
     with _single_process_ok():
-        dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp)))
+        # save_distributed: one file per rank (without it every rank writes the same file name)
+        dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=True))
     barrier()
     if rank == 0:
         (tmp / "optimizer_groups.json").write_text(json.dumps(groups))

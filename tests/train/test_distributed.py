@@ -63,6 +63,7 @@ def test_two_rank_checkpoint_resumes_in_one_process(prepared: Path):
     proc.communicate(timeout=120)
     step = json.loads(state.read_text())["step"]
     assert step >= 8 and not (prepared.parent / "run" / "models" / "base" / "manifest.json").exists()
+    assert len(list(state.parent.glob("*.safetensors"))) == 2  # one file per rank, never two ranks on one file
 
     proc = subprocess.run([sys.executable, "-m", "occiforge.cli", "train", "-c", str(prepared)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
