@@ -75,7 +75,7 @@ def worker_occiforge(args: argparse.Namespace) -> dict:
     tasks = [t for src in sources() for t in load_tasks(src, shots=0)]
     posed = pose_all(tasks, 1234)
     t1 = time.perf_counter()
-    table, samples = score_mc(Scorer(model, tok, batch_size=args.batch_size), tasks, 1234, posed)
+    table, samples = score_mc(Scorer(model, tok, batch_size=args.batch_size), tasks, posed)
     t2 = time.perf_counter()
     accs = {f"{task}_{lang}": [row["acc"], row["acc_norm"]] for task, per in table.items() for lang, row in per.items()}
     lls: dict[str, list[float]] = {}

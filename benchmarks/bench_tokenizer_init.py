@@ -88,8 +88,8 @@ def recipe(work: Path, base: Path, lang: str, init: str | None, steps: int, new_
     return path
 
 
-def before_training(run: Path, base: Path, lang: str, seed: int) -> float:
-    """bpb of the model exactly as the train stage builds it (embeddings grown and initialised)."""
+def before_training(run: Path, base: Path, langs: tuple[str, ...], seed: int) -> dict[str, float]:
+    """bpb per language of the model exactly as the train stage builds it (embeddings grown and initialised)."""
     from occiforge.data.stage import iter_texts
     from occiforge.eval.bpb import bits_per_byte
     from occiforge.recipe import ArchitectureConfig
@@ -100,8 +100,8 @@ def before_training(run: Path, base: Path, lang: str, seed: int) -> float:
     tok = load_tokenizer(str(run / "tokenizer"))
     streams = {d.name: open_tokens(run / "tokens", d.name) for d in (run / "tokens").iterdir() if d.is_dir()}
     model = build_model(str(base), ArchitectureConfig(), tok, seed, run / "models", set(), streams)
-    texts = list(islice(iter_texts(run / "data", lang, "heldout"), 60))
-    return bits_per_byte(model, tok, texts, max_len=129)["bpb"]
+    return {lang: bits_per_byte(model, tok, list(islice(iter_texts(run / "data", lang, "heldout"), 60)), max_len=129)["bpb"]
+            for lang in langs}
 
 
 def one(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tokens: int, seed: int) -> dict[str, Any]:
@@ -109,8 +109,8 @@ def one(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tok
     assert occiforge(["run", str(path), "-q", "--to", "tokens"]) == 0
     run = work / f"run-{lang}"
     report = json.loads((run / "tokenizer" / "report.json").read_text())
-    row = {"fertility": report[lang]["fertility"], "before": before_training(run, base, lang, seed),
-           "en_before": before_training(run, base, "en", seed)}
+    before = before_training(run, base, (lang, "en"), seed)
+    row = {"fertility": report[lang]["fertility"], "before": before[lang], "en_before": before["en"]}
     t0 = time.perf_counter()
     assert occiforge(["run", str(path), "-q"]) == 0
     bpb = json.loads((run / "eval" / "results.json").read_text())["bpb"][f"cpt-{lang}"]

@@ -36,16 +36,21 @@ def nll_sum(model: torch.nn.Module, windows: Sequence[list[int]], batch_size: in
             ids[row, : len(w)] = torch.tensor(w)
             mask[row, : len(w)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
         nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
         total += float((nll * mask[:, 1:]).sum())
     return total
 
 
+def prefix_token_id(tok: object) -> int:
+    """The token every sequence is scored after: BOS, or EOS for tokenizers without one (as lm-eval)."""
+    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id  # type: ignore[attr-defined]
+
+
 def bits_per_byte(model: torch.nn.Module, tok: object, texts: Sequence[str], max_len: int, batch_size: int = 8) -> dict[str, float]:
     model.eval()
     encoded = tok(list(texts), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id  # type: ignore[attr-defined]
+    bos = prefix_token_id(tok)
     windows = [w for ids in encoded for w in _windows(ids, bos, max_len) if len(w) > 1]
     nats = nll_sum(model, windows, batch_size, tok.pad_token_id)  # type: ignore[attr-defined]
     n_bytes = sum(len(t.encode()) for t in texts)

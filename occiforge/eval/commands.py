@@ -91,7 +91,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         out["bpb"] = {lang: round(r["bpb"], 6) for lang, r in suite.score_bpb(model, tok, texts, max_len, args.batch_size).items()}
     if tasks:
         scorer = Scorer(model, tok, max_length=max_len, batch_size=args.batch_size, prefix_sharing=not args.no_prefix_sharing)
-        out["mc"], samples = suite.score_mc(scorer, tasks, args.seed, posed)
+        out["mc"], samples = suite.score_mc(scorer, tasks, posed)
         _side_outputs(args, tasks, posed, samples)
     if pairs:
         out["gen"] = {"translation": generate.score_translation(model, tok, pairs, batch_size=args.batch_size)}

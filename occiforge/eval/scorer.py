@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from occiforge.errors import UserError
+from occiforge.eval.bpb import prefix_token_id
 
 TOKENIZER_INFINITY = 1000000000000000019884624838656  # transformers' "no limit" model_max_length
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither config nor tokenizer says
@@ -84,13 +85,12 @@ class Scorer:
     """Scores (context, continuations) requests on a causal LM exactly as lm-eval's `hf` model."""
 
     def __init__(self, model: Any, tok: Any, max_length: int | None = None, batch_size: int = 16,
-                 prefix_sharing: bool = True, add_bos_token: bool | None = None) -> None:
+                 prefix_sharing: bool = True) -> None:
         self.model, self.tok = model.eval(), tok
         self.max_length = max_length or resolve_max_length(model.config, tok)
         self.batch_size = batch_size
-        self.add_bos_token = add_bos_token
         self.device = next(model.parameters()).device
-        self.prefix_token_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.prefix_token_id = prefix_token_id(tok)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         params = signature(model.forward).parameters
         # logits only where a continuation token is predicted: a (B, L) mask where transformers
@@ -103,10 +103,7 @@ class Scorer:
     # -- tokenization ------------------------------------------------------------------------
     def _encode(self, strings: list[str], special: bool | None = None) -> list[list[int]]:
         """lm-eval's tok_encode for many strings, in one batched call (two if some start with BOS)."""
-        if special is None and self.add_bos_token is not None:
-            kw: dict[str, Any] = {"add_special_tokens": self.add_bos_token}
-        else:
-            kw = {} if special is None else {"add_special_tokens": special}
+        kw: dict[str, Any] = {} if special is None else {"add_special_tokens": special}
         bos = self.tok.decode(self.prefix_token_id) if special is None else ""
         has_bos = [bool(bos) and s.startswith(bos) for s in strings]  # lm-eval adds no second BOS
         if not strings:

@@ -84,7 +84,7 @@ def evaluate_model(path: str, cfg: dict[str, Any], texts: dict[str, list[str]], 
         out["bpb"] = {lang: bits_per_byte(model, tok, docs, cfg["max_len"], batch_size) for lang, docs in texts.items()}
     if tasks:
         # multiple choice scores on the model's own context length, as lm-eval does
-        out["mc"], _ = score_mc(Scorer(model, tok, batch_size=max(batch_size, 16)), tasks, cfg.get("seed", 1234), posed)
+        out["mc"], _ = score_mc(Scorer(model, tok, batch_size=max(batch_size, 16)), tasks, posed)
     return out
 
 

@@ -7,7 +7,6 @@ seeded per item, so they do not depend on the number of ranks.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,14 +80,14 @@ def load(path: str, device: str | None = None, dtype: str = "float32") -> tuple[
     local = Path(path).expanduser()
     if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise UserError(f"{path}: model folder not found")
-    model = load_causal_lm(str(local) if local.exists() else path)
+    model = load_causal_lm(str(local) if local.exists() else path, DTYPES[dtype])
     try:
         tok = AutoTokenizer.from_pretrained(str(local) if local.exists() else path)
     except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
         raise UserError(f"{path}: cannot load its tokenizer: {str(e).splitlines()[0][:200]}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return model.to(device or default_device(), DTYPES[dtype]).eval(), tok
+    return model.to(device or default_device()).eval(), tok
 
 
 # -- multiple choice -------------------------------------------------------------------------
@@ -97,10 +96,10 @@ def pose_all(tasks: Sequence[TaskData], seed: int) -> dict[tuple[str, str], list
     return {(t.name, t.lang): pose(t, seed) for t in tasks}
 
 
-def score_mc(scorer: Scorer, tasks: Sequence[TaskData], seed: int = 1234,
-             posed: dict[tuple[str, str], list[Posed]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """({task: {lang: {acc, acc_norm, n, truncated, ...}}}, per-item samples) over all ranks."""
-    posed = posed or pose_all(tasks, seed)
+def score_mc(scorer: Scorer, tasks: Sequence[TaskData],
+             posed: dict[tuple[str, str], list[Posed]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """({task: {lang: {acc, acc_norm, n, truncated, ...}}}, per-item samples) over all ranks;
+    `posed` is `pose_all(tasks, seed)`."""
     flat = [(key, i, p) for key, ps in posed.items() for i, p in enumerate(ps)]
     rank, size = world()
     mine = flat[rank::size]
@@ -130,10 +129,10 @@ def score_bpb(model: Any, tok: Any, texts: dict[str, list[str]], max_len: int, b
     mine = {lang: bits_per_byte(model, tok, docs[rank::size], max_len, batch_size) if docs[rank::size] else None
             for lang, docs in texts.items()}
     out = {}
+    gathered = gather(mine)  # one collective for all languages
     for lang in texts:
-        parts = [p[lang] for p in gather(mine) if p[lang] is not None]
+        parts = [p[lang] for p in gathered if p[lang] is not None]
         n_bytes = sum(p["bytes"] for p in parts)
-        nats = sum(p["bpb"] * p["bytes"] * math.log(2) for p in parts)
-        out[lang] = {"bpb": nats / math.log(2) / max(n_bytes, 1), "bytes": n_bytes,
+        out[lang] = {"bpb": sum(p["bpb"] * p["bytes"] for p in parts) / max(n_bytes, 1), "bytes": n_bytes,
                      "tokens": sum(p["tokens"] for p in parts), "documents": sum(p["documents"] for p in parts)}
     return out

@@ -8,31 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from occiforge import artifacts
+from occiforge.report.html import table_html
 from occiforge.report.plots import grouped_bars, loss_curves
 from occiforge.tokenizer.report import report_section
 
 
 def fingerprint(ctx: Any) -> str:
     return artifacts.fingerprint("report/1", ctx.recipe.report.model_dump(mode="json"), ctx.fingerprint("eval"))
-
-
-def table_html(rows: dict[str, dict[str, Any]], cols: list[str], lower_is_better: bool | None = None) -> str:
-    """An HTML table, rows x cols; with a direction given, the best value of each column is bold."""
-    best: dict[str, Any] = {}
-    if lower_is_better is not None:
-        for c in cols:
-            vals = [r[c] for r in rows.values() if isinstance(r.get(c), (int, float))]
-            best[c] = (min if lower_is_better else max)(vals) if vals else None
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = []
-    for name, row in rows.items():
-        cells = []
-        for c in cols:
-            v = row.get(c, "")
-            text = f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
-            cells.append(f"<td><b>{text}</b></td>" if best.get(c) is not None and v == best[c] else f"<td>{text}</td>")
-        body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
-    return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
 
 CSS = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"

@@ -28,27 +28,19 @@ measured in benchmarks/bench_tokenizer_init.py (BENCHMARKS.md, "Tokenizer").
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from occiforge.errors import UserError
+from occiforge.eval.bpb import nll_sum
 
-EXTENSION_FILE = "extension.json"
 INITS = ("decomposition-calibrated", "decomposition", "mean", "random")
 CALIBRATED = "decomposition-calibrated"
 SAMPLE_WINDOWS, SAMPLE_LENGTH = 32, 128  # per target language: 4,096 tokens (1,024 chose worse scales)
 SCALES = torch.linspace(0.05, 2.0, 40)  # candidate output scales, untied
 TIED_SCALES = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4)  # tied: one forward pass each
-
-
-def read_extension(folder: str | Path) -> dict[str, Any] | None:
-    """The extension record a tokenizer stage wrote next to its tokenizer, if any."""
-    path = Path(folder) / EXTENSION_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def new_rows(weight: torch.Tensor, base_rows: int, pieces: list[list[int]], method: str, std: float, seed: int = 0) -> torch.Tensor:
@@ -83,8 +75,6 @@ def sample_windows(streams: dict[str, np.ndarray], languages: list[str], length:
 def hidden_states(model: Any, windows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Final hidden states (what the output embedding sees) at every position but the last of
     each window, and the token that follows each: (positions x hidden, positions)."""
-    was_training = model.training
-    model.eval()
     decoder, device = model.get_decoder(), model.get_input_embeddings().weight.device
     states, targets = [], []
     for batch in windows:
@@ -92,7 +82,6 @@ def hidden_states(model: Any, windows: list[torch.Tensor]) -> tuple[torch.Tensor
             h = decoder(input_ids=chunk.to(device), use_cache=False).last_hidden_state.float()
             states.append(h[:, :-1].reshape(-1, h.shape[-1]).cpu())
             targets.append(chunk[:, 1:].reshape(-1))
-    model.train(was_training)
     return torch.cat(states), torch.cat(targets)
 
 
@@ -147,23 +136,15 @@ def init_new_embeddings(model: Any, record: dict[str, Any], method: str | None =
         _calibrate(model, out_w, ids, base, sample or [], tied=out_w is inp)
 
 
-@torch.no_grad()
 def sample_nll(model: Any, windows: list[torch.Tensor]) -> float:
-    """Summed next-token NLL (nats) of `windows` under `model` (its own logits: any scaling kept)."""
-    was_training = model.training
-    model.eval()
-    device, total = model.get_input_embeddings().weight.device, 0.0
-    for batch in windows:
-        for chunk in batch.split(4):
-            chunk = chunk.to(device)
-            logits = model(input_ids=chunk, use_cache=False).logits[:, :-1].float()
-            total += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="sum"))
-    model.train(was_training)
-    return total
+    """Summed next-token NLL (nats) of `windows` under `model`'s own logits (any scaling kept)."""
+    return nll_sum(model, [w.tolist() for batch in windows for w in batch], batch_size=4, pad=0)
 
 
 def _calibrate(model: Any, out_w: torch.Tensor, ids: torch.Tensor, base: int, sample: list[torch.Tensor], tied: bool) -> None:
-    """Centre the new output rows on the sample's mean hidden state and scale them to fit it."""
+    """Centre the new output rows on the sample's mean hidden state and scale them to fit it.
+    Leaves the model in eval mode, as `from_pretrained` gives it (training sets its own mode)."""
+    model.eval()
     states, targets = hidden_states(model, sample)
     rows = centre(out_w[ids].float().cpu(), states.mean(0))
     if not tied:

@@ -86,9 +86,6 @@ class TiktokenEncoder:
             out.append(char_of_byte[byte_starts])
         return out
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return self.enc.encode_ordinary_batch(texts)
-
 
 def _tiktoken(name: str, label: str) -> TiktokenEncoder:
     import tiktoken

@@ -24,11 +24,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from occiforge.report.html import table_html
 from occiforge.report.plots import grouped_bars
 from occiforge.tokenizer.encoders import load_encoder
+from occiforge.tokenizer.extend import read_extension
 from occiforge.tokenizer.metrics import METRICS, measure_parallel, measure_texts, prepare, read_mono, read_parallel
 
 REPORT_FILE = "report.json"
+BALANCE_FILE = "balance.json"  # the parity-balancing rounds, when balance_by is parity
 LABELS = {
     "tokens": "tokens", "bytes_per_token": "bytes per token (higher is better)",
     "fertility": "tokens per word (lower is better)", "continued_words": "share of words split (lower is better)",
@@ -76,24 +79,11 @@ def write_stage_plots(folder: Path, report: dict[str, dict[str, Any]]) -> None:
     """fertility.png (before/after when extended) and parity.png (with a parallel dev set)."""
     langs = sorted(report)
     table = {"tokenizer": {lang: row["fertility"] for lang, row in report.items() if "fertility" in row}}
-    ext_file = folder / "extension.json"
-    if ext_file.is_file():
-        before = json.loads(ext_file.read_text(encoding="utf-8"))["fertility_before"]
-        table = {"base": before, "extended": table["tokenizer"]}
+    if (ext := read_extension(folder)) is not None:
+        table = {"base": ext["fertility_before"], "extended": table["tokenizer"]}
     grouped_bars(table, langs, LABELS["fertility"], folder / "fertility.png")
     if any("parity" in row for row in report.values()):
         grouped_bars({"tokenizer": _metric_table({"t": report}, "parity")["t"]}, langs, LABELS["parity"], folder / "parity.png")
-
-
-def _table(rows: dict[str, dict[str, Any]], cols: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
-    body = "".join(
-        f"<tr><th>{html.escape(str(name))}</th>"
-        + "".join(f"<td>{v:.3f}</td>" if isinstance(v := row.get(c, ""), float) else f"<td>{html.escape(str(v))}</td>" for c in cols)
-        + "</tr>"
-        for name, row in rows.items()
-    )
-    return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
 def _image(path: Path, alt: str) -> str:
@@ -110,28 +100,18 @@ def report_section(stage_dir: str | Path) -> str:
     cols = [c for c in ("fertility", "continued_words", "bytes_per_token", "parity", "tokens") if any(c in r for r in report.values())]
     parts = ["<h2>Tokenizer</h2>", "<p>Measured on held-out text (parity on the parallel dev set): tokens per word "
              "(UD-style words), share of words split into several tokens, bytes per token, tokens relative to English.</p>",
-             _table(report, cols), _image(stage_dir / "fertility.png", "fertility per language"),
+             table_html(report, cols, spaced_headers=True), _image(stage_dir / "fertility.png", "fertility per language"),
              _image(stage_dir / "parity.png", "parity per language")]
-    if (ext_file := stage_dir / "extension.json").is_file():
-        ext = json.loads(ext_file.read_text(encoding="utf-8"))
+    if (ext := read_extension(stage_dir)) is not None:
         rule = f"fertility above {ext['threshold']}" if ext["rule"] == "auto" else "listed in the recipe"
         rows = {lang: {"before": f, "after": report.get(lang, {}).get("fertility", "")} for lang, f in ext["fertility_before"].items()}
         parts += [f"<h3>Extension</h3><p>{html.escape(str(ext['base']))}: {ext['new_tokens']} new tokens (ids "
                   f"{ext['base_vocab_size']} and up) for {html.escape(', '.join(ext['languages']) or 'no language')} "
                   f"({rule}); new embeddings initialised by <b>{html.escape(ext['init'])}</b>.</p>",
-                  _table(rows, ["before", "after"])]
-    if (bal_file := stage_dir / "balance.json").is_file():
+                  table_html(rows, ["before", "after"], spaced_headers=True)]
+    if (bal_file := stage_dir / BALANCE_FILE).is_file():
         rounds = {f"round {h['round']}": {"worst": h["worst"], "worst parity": h["worst_parity"], "accepted": str(h["accepted"])}
                   for h in json.loads(bal_file.read_text(encoding="utf-8"))}
-        parts += ["<h3>Parity balancing</h3>", _table(rounds, ["worst", "worst parity", "accepted"])]
+        parts += ["<h3>Parity balancing</h3>", table_html(rounds, ["worst", "worst parity", "accepted"], spaced_headers=True)]
     return "\n".join(p for p in parts if p)
 
-
-def markdown_table(result: dict[str, Any], metric: str, section: str = "tokenizers") -> str:
-    """A languages x tokenizers markdown table of one metric (for BENCHMARKS.md)."""
-    rows = result[section]
-    names = list(rows)
-    lines = ["| lang | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for lang in result["languages"]:
-        lines.append(f"| {lang} | " + " | ".join(f"{rows[n][lang][metric]:.2f}" if lang in rows[n] else "-" for n in names) + " |")
-    return "\n".join(lines)

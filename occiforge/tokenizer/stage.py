@@ -19,15 +19,13 @@ from occiforge import artifacts
 from occiforge.data.stage import iter_texts
 from occiforge.errors import UserError
 from occiforge.tokenizer.balance import train_parity_balanced
-from occiforge.tokenizer.embeddings import EXTENSION_FILE
 from occiforge.tokenizer.encoders import HFEncoder
-from occiforge.tokenizer.extend import extend
-from occiforge.tokenizer.metrics import count, read_parallel
-from occiforge.tokenizer.report import REPORT_FILE, write_stage_plots
+from occiforge.tokenizer.extend import EXTENSION_FILE, extend
+from occiforge.tokenizer.metrics import count, measure_parallel, read_parallel
+from occiforge.tokenizer.report import BALANCE_FILE, REPORT_FILE, write_stage_plots
 from occiforge.tokenizer.train import BOS, EOS, PAD, sample_texts, save_hf, train_tokenizer
 
 MEASURE_BYTES = 2_000_000  # held-out text per language for the report (and the extension rule)
-_SLOW_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "sentencepiece.bpe.model")
 
 
 def _parallel_signature(folder: str | None) -> Any:
@@ -73,11 +71,10 @@ def measure(tok: PreTrainedTokenizerFast, texts: list[str], lang: str = "und") -
 def _measure_all(tok: PreTrainedTokenizerFast, heldout: dict[str, list[str]], dev: dict[str, list[str]] | None) -> dict[str, Any]:
     report = {lang: measure(tok, docs, lang) for lang, docs in heldout.items()}
     if dev:
-        enc = HFEncoder("stage", tok.backend_tokenizer)
-        english = count(enc, dev["en"], "en").tokens
+        parity = measure_parallel(HFEncoder("stage", tok.backend_tokenizer), dev)
         for lang in report:
             if lang in dev and report[lang]:
-                report[lang]["parity"] = round(count(enc, dev[lang], lang).tokens / max(english, 1), 4)
+                report[lang]["parity"] = parity[lang]["parity"]
     return report
 
 
@@ -93,7 +90,7 @@ def _train(ctx: Any, cfg: Any, texts: dict[str, list[str]], dev: dict[str, list[
         if cfg.balance_by == "parity":
             assert dev is not None  # the recipe requires tokenizer.parallel
             raw, history = train_parity_balanced(texts, cfg, dev, log=ctx.log)
-            artifacts.write_json_atomic(tmp / "balance.json", history)
+            artifacts.write_json_atomic(tmp / BALANCE_FILE, history)
         else:
             raw = train_tokenizer(sample_texts(texts, cfg), cfg)
     return save_hf(raw, tmp)
@@ -114,9 +111,7 @@ def _extend(ctx: Any, base: PreTrainedTokenizerFast, heldout: dict[str, list[str
         targets = list(ext_cfg.languages)
     budget = cfg.max_bytes // max(len(targets), 1)
     texts = {lang: _capped(iter_texts(data_dir, lang, "train"), budget) for lang in targets}
-    base.save_pretrained(str(tmp))
-    for name in _SLOW_FILES:  # they would describe the old vocabulary
-        (tmp / name).unlink(missing_ok=True)
+    base.save_pretrained(str(tmp), legacy_format=False)  # no slow-tokenizer files: they would describe the old vocabulary
     added: list[dict[str, Any]] = []
     if targets:
         with ctx.status(f"tokenizer: extending for {', '.join(targets)} ({ext_cfg.new_tokens} new tokens)…"):

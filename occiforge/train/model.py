@@ -15,7 +15,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 
 from occiforge.errors import UserError
 from occiforge.recipe import ArchitectureConfig
-from occiforge.tokenizer.embeddings import init_new_embeddings, read_extension, sample_windows
+from occiforge.tokenizer.embeddings import init_new_embeddings, sample_windows
+from occiforge.tokenizer.extend import read_extension
 
 
 def llama_config(arch: ArchitectureConfig, tok: Any) -> LlamaConfig:
@@ -35,10 +36,10 @@ def llama_config(arch: ArchitectureConfig, tok: Any) -> LlamaConfig:
     )
 
 
-def load_causal_lm(path: str | Path) -> PreTrainedModel:
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """A HF folder or hub id as a causal LM; a one-line UserError if it is not one."""
     try:
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
         raise UserError(f"cannot load a causal LM from {str(path)!r}: {str(e).splitlines()[0][:200]}") from None
 
