@@ -64,7 +64,7 @@ def peak_rss_mb() -> float:
 def worker_occiforge(args: argparse.Namespace) -> dict:
     import torch
 
-    import occiforge.train.model  # noqa: F401 - imports are not timed, on either side
+    import transformers  # noqa: F401 - imports are not timed, on either side
     from occiforge.eval.scorer import Scorer
     from occiforge.eval.suite import load, pose_all, score_mc
     from occiforge.eval.tasks import load_tasks

@@ -72,14 +72,14 @@ def recipe(work: Path, base: Path, lang: str, init: str | None, steps: int, new_
     source = {"name": "shared", "path": str(SHARED / "mono")} if (SHARED / "mono").is_dir() else {"name": "demo", "path": "builtin:demo"}
     tok: dict[str, Any] = {"pretrained": str(base)}
     if init:
-        tok["extend"] = {"languages": [lang], "new_tokens": new_tokens, "init": init}
+        tok["extend"] = {"languages": [lang], "new_tokens": new_tokens}
     tree = {
         "name": f"init-{lang}-{init or 'none'}", "run_dir": str(work / f"run-{lang}"), "seed": seed, "languages": ["en", lang],
         "data": {"sources": [source], "heldout_fraction": 0.1},
         "tokenizer": tok,
         "train": {"architecture": DEMO_ARCH, "seq_len": 128, "batch_size": 16, "steps": steps, "save_every": 1000,
                   "threads": 2, "optim": {"lr": 0.002, "warmup_steps": 10, "schedule": "cosine", "min_lr_ratio": 0.1}},
-        "models": {"cpt": {"init": str(base), "targets": [lang], "replay": 0.3}},
+        "models": {"cpt": {"init": str(base), "targets": [lang], "replay": 0.3, **({"embedding_init": init} if init else {})}},
         "eval": {"languages": [lang, "en"], "max_docs_per_language": 60},
         "report": {"enabled": False},
     }
@@ -88,18 +88,18 @@ def recipe(work: Path, base: Path, lang: str, init: str | None, steps: int, new_
     return path
 
 
-def before_training(run: Path, base: Path, langs: tuple[str, ...], seed: int) -> dict[str, float]:
+def before_training(run: Path, base: Path, langs: tuple[str, ...], seed: int, init: str) -> dict[str, float]:
     """bpb per language of the model exactly as the train stage builds it (embeddings grown and initialised)."""
-    from occiforge.data.stage import iter_texts
     from occiforge.eval.bpb import bits_per_byte
+    from occiforge.io import iter_texts, open_tokens
+    from occiforge.lm import load_tokenizer, read_extension
     from occiforge.recipe import ArchitectureConfig
-    from occiforge.tokenizer.stage import load_tokenizer
     from occiforge.train.model import build_model
-    from occiforge.train.tokens import open_tokens
 
     tok = load_tokenizer(str(run / "tokenizer"))
     streams = {d.name: open_tokens(run / "tokens", d.name) for d in (run / "tokens").iterdir() if d.is_dir()}
-    model = build_model(str(base), ArchitectureConfig(), tok, seed, run / "models", set(), streams)
+    model = build_model(str(base), ArchitectureConfig(), tok, seed, run / "models", set(), streams,
+                        extension=read_extension(run / "tokenizer"), embedding_init=init)
     return {lang: bits_per_byte(model, tok, list(islice(iter_texts(run / "data", lang, "heldout"), 60)), max_len=129)["bpb"]
             for lang in langs}
 
@@ -109,7 +109,7 @@ def one(work: Path, base: Path, lang: str, init: str | None, steps: int, new_tok
     assert occiforge(["run", str(path), "-q", "--to", "tokens"]) == 0
     run = work / f"run-{lang}"
     report = json.loads((run / "tokenizer" / "report.json").read_text())
-    before = before_training(run, base, (lang, "en"), seed)
+    before = before_training(run, base, (lang, "en"), seed, init or "decomposition-calibrated")
     row = {"fertility": report[lang]["fertility"], "before": before[lang], "en_before": before["en"]}
     t0 = time.perf_counter()
     assert occiforge(["run", str(path), "-q"]) == 0

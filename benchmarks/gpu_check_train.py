@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from occiforge.dist import DistInfo
+from occiforge.loop import LoopSpec, train
 from occiforge.recipe import OptimConfig, TrainConfig
-from occiforge.train.distributed import DistInfo
-from occiforge.train.loop import LoopSpec, train
 from occiforge.train.parallel import parallelize
 from occiforge.train.sampler import MixtureSampler
 

@@ -11,12 +11,19 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from occiforge import __version__
-from occiforge.errors import UserError
+from occiforge.errors import Stopped, UserError
 
 EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2 like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"occiforge: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -26,20 +33,21 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from occiforge.runner import STAGES
+    from occiforge.registry import stages
 
-    parser = argparse.ArgumentParser(prog="occiforge", description=__doc__.splitlines()[0])
+    names = list(stages())
+    parser = _Parser(prog="occiforge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"occiforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the whole stage graph of a recipe (skips finished stages)")
     p.add_argument("recipe", help="recipe YAML file")
-    p.add_argument("--from", dest="start", choices=STAGES, help="first stage to run")
-    p.add_argument("--to", dest="stop", choices=STAGES, help="last stage to run")
-    p.add_argument("--force", action="append", default=[], choices=STAGES, help="rerun this stage even if up to date")
+    p.add_argument("--from", dest="start", choices=names, help="first stage to run")
+    p.add_argument("--to", dest="stop", choices=names, help="last stage to run")
+    p.add_argument("--force", action="append", default=[], choices=names, help="rerun this stage and all its per-model work, even if up to date")
     _common(p)
 
-    for stage in STAGES:
+    for stage in names:
         p = sub.add_parser(stage, help=f"run only the '{stage}' stage of a recipe")
         p.add_argument("-c", "--config", dest="recipe", help="recipe YAML file")
         p.add_argument("--force", action="store_true", help="rerun even if up to date")
@@ -50,7 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="load and validate a recipe, print it resolved")
     p.add_argument("recipe")
     _common(p)
+    p = sub.add_parser("plan", help="tokens, parameters, FLOPs, GPU hours and memory per GPU of a recipe's models")
+    from occiforge.train import plan
+
+    plan.add_arguments(p)
+    _common(p)
     sub.add_parser("languages", help="list the language table")
+    p = sub.add_parser("chat", help="talk to a saved model in the terminal through its chat template")
+    p.add_argument("--model", required=True, help="a model folder (e.g. runs/demo/models/instruct) or hub id")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--system", help="a system message that starts the conversation")
     return parser
 
 
@@ -71,6 +88,7 @@ def _stage_tools(stage: str) -> Any:
 def _dispatch(args: argparse.Namespace) -> int:
     from occiforge import runner
     from occiforge.recipe import dump_recipe, load_recipe
+    from occiforge.registry import stages
 
     if args.command == "languages":
         from occiforge import languages
@@ -79,7 +97,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             lang = languages.get(code)
             print(f"{code}\t{lang.flores}\t{lang.name}\t{lang.native}")
         return 0
-    if args.command in runner.STAGES and (tools := _stage_tools(args.command)):
+    if args.command == "plan":
+        from occiforge.train import plan
+
+        return plan.run(args)
+    if args.command == "chat":
+        from occiforge.chat import repl
+
+        return repl(args.model, args.max_new_tokens, args.system)
+    if args.command in stages() and (tools := _stage_tools(args.command)):
         code = tools.dispatch(args)
         if code is not None:
             return int(code)
@@ -87,15 +113,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise UserError(f"{args.command}: give a recipe with -c RECIPE (see occiforge {args.command} --help)")
     recipe = load_recipe(args.recipe, args.overrides)
     if args.command == "validate":
+        ctx = runner.make_context(recipe)
+        runner.check_enabled(ctx, ctx.stages)
         print(dump_recipe(recipe), end="")
         return 0
-    from occiforge.train import distributed
+    from occiforge import dist
 
-    ctx = runner.Context(recipe=recipe, quiet=args.quiet, dist=distributed.init())
     if args.command == "run":
-        runner.run(ctx, runner.select(args.start, args.stop), force=args.force)
+        ctx = runner.make_context(recipe, args.quiet, args.force, dist.init())
+        runner.run(ctx, runner.select(ctx.stages, args.start, args.stop))
     else:
-        runner.run(ctx, [args.command], force=[args.command] if args.force else [])
+        ctx = runner.make_context(recipe, args.quiet, [args.command] if args.force else [], dist.init())
+        runner.run(ctx, [args.command])
     return 0
 
 
@@ -121,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"occiforge: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Stopped as e:  # a signal during training: a checkpoint was written
+        print(f"occiforge: {e}", file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
         print("occiforge: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -1,134 +1,106 @@
-"""The stage graph: run stages in order, skip those whose manifest matches, resume the rest.
+"""The stage graph: run the registry's stages in order, skip those whose manifest matches, resume the rest.
 
-Each stage module exposes `fingerprint(ctx) -> str` (a hash of its config and its inputs'
-fingerprints) and `run(ctx, fp) -> dict` (does the work, returns the manifest fields). The
-runner writes `manifest.json` last, so a stage folder without a matching manifest is simply
-redone (or resumed, where the stage keeps its own progress, as training does).
+Generic over `occiforge.registry`: each stage declares its folder, inputs, `fingerprint(ctx)`
+and `run(ctx, fp)` (see `occiforge.context.Stage`). The runner writes `manifest.json` last, so
+a stage folder without a matching manifest is simply redone (or resumed, where the stage keeps
+its own progress, as training does).
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
-from occiforge import artifacts
+from occiforge import artifacts, lm, registry
+from occiforge.context import Context, Stage
+from occiforge.dist import DistInfo, barrier
 from occiforge.errors import UserError
 from occiforge.recipe import Recipe, dump_recipe
-from occiforge.train.distributed import DistInfo, barrier
-
-STAGES: tuple[str, ...] = ("data", "tokenizer", "tokens", "train", "eval", "report")
-COLLECTIVE = {"train"}  # stages every torchrun rank runs together
-# stage name -> (module with fingerprint/run, folder in the run directory)
-_MODULES = {
-    "data": ("occiforge.data.stage", "data"),
-    "tokenizer": ("occiforge.tokenizer.stage", "tokenizer"),
-    "tokens": ("occiforge.train.tokens", "tokens"),
-    "train": ("occiforge.train.stage", "models"),
-    "eval": ("occiforge.eval.stage", "eval"),
-    "report": ("occiforge.report.stage", "report"),
-}
 
 
-@dataclass
-class Context:
-    recipe: Recipe
-    quiet: bool = False
-    console: Console = field(default_factory=lambda: Console(stderr=True))
-    dist: DistInfo = field(default_factory=DistInfo.single)
-    _fps: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.recipe.run_path
-
-    def stage_dir(self, stage: str) -> Path:
-        return self.run_dir / _MODULES[stage][1]
-
-    def fingerprint(self, stage: str) -> str:
-        """The fingerprint a stage's manifest must carry; upstream stages' fingerprints feed it."""
-        if stage not in self._fps:
-            self._fps[stage] = _module(stage).fingerprint(self)
-        return self._fps[stage]
-
-    def upstream(self, stage: str) -> dict[str, Any]:
-        """The manifest of a finished upstream stage; an error if it is missing or stale."""
-        folder = self.stage_dir(stage)
-        if not artifacts.is_complete(folder, self.fingerprint(stage)):
-            raise UserError(f"stage '{stage}' has no up-to-date output in {folder}; run `occiforge {stage}` first")
-        return artifacts.read_manifest(folder) or {}
-
-    def status(self, msg: str) -> contextlib.AbstractContextManager[Any]:
-        """A spinner for work without a known length (nothing in quiet mode)."""
-        quiet = self.quiet or not self.dist.is_main
-        return contextlib.nullcontext() if quiet else self.console.status(msg, spinner="dots")
-
-    def log(self, msg: str) -> None:
-        if not self.quiet and self.dist.is_main:
-            self.console.print(msg)
+def check_graph(stages: dict[str, Stage]) -> None:
+    """Every stage reads only stages that run before it: the registry order is a topological order."""
+    seen: set[str] = set()
+    for name, stage in stages.items():
+        if late := [r for r in stage.reads if r not in seen]:
+            raise RuntimeError(f"stage registry: {name!r} reads {late}, which do not run before it")
+        if stage.produces_models and stage.uses_models:
+            raise RuntimeError(f"stage registry: {name!r} cannot both produce and use the model registry")
+        seen.add(name)
+    producers = [n for n, s in stages.items() if s.produces_models]
+    for name, stage in stages.items():
+        if stage.uses_models and any(list(stages).index(p) > list(stages).index(name) for p in producers):
+            raise RuntimeError(f"stage registry: {name!r} uses models but a model producer runs after it")
 
 
-def _module(stage: str) -> Any:
-    return importlib.import_module(_MODULES[stage][0])
+def check_enabled(ctx: Context, selected: Iterable[str]) -> None:
+    """A selected stage that is on must not read a stage the recipe switches off."""
+    for name in selected:
+        stage = ctx.stages[name]
+        if not stage.enabled(ctx.recipe):
+            continue
+        for dep in stage.reads:
+            if not ctx.stages[dep].enabled(ctx.recipe):
+                raise UserError(f"stage '{name}' ({stage.enabled_by or 'always on'}) reads '{dep}', which this recipe "
+                                f"switches off ({ctx.stages[dep].enabled_by})")
 
 
-def select(start: str | None, stop: str | None) -> list[str]:
+def select(stages: dict[str, Stage], start: str | None, stop: str | None) -> list[str]:
+    names = list(stages)
     for name in (start, stop):
-        if name is not None and name not in STAGES:
-            raise UserError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
-    lo = STAGES.index(start) if start else 0
-    hi = STAGES.index(stop) if stop else len(STAGES) - 1
-    return list(STAGES[lo : hi + 1])
+        if name is not None and name not in stages:
+            raise UserError(f"unknown stage {name!r} (stages: {', '.join(names)})")
+    lo = names.index(start) if start else 0
+    hi = names.index(stop) if stop else len(names) - 1
+    return names[lo : hi + 1]
 
 
-def preflight(ctx: Context) -> None:
-    """Checks that need no work: inputs exist. Runs before any stage starts."""
-    from occiforge.data.readers import check_source
-
-    for src in ctx.recipe.data.sources:
-        check_source(src, src.languages or ctx.recipe.languages)
-    pretrained = ctx.recipe.tokenizer.pretrained
-    if pretrained and (pretrained.startswith((".", "/")) or Path(pretrained).suffix == ".json"):
-        if not Path(pretrained).exists():
-            raise UserError(f"tokenizer.pretrained: not found: {pretrained}")
-
-
-def run_stage(ctx: Context, stage: str, force: bool = False) -> dict[str, Any]:
-    folder = ctx.stage_dir(stage)
-    fp = ctx.fingerprint(stage)
-    if not force and artifacts.is_complete(folder, fp):
-        ctx.log(f"[dim]• {stage}: up to date ({folder})[/dim]")
+def run_stage(ctx: Context, name: str) -> dict[str, Any]:
+    stage, folder = ctx.stages[name], ctx.stage_dir(name)
+    fp = ctx.fingerprint(name)
+    if not ctx.is_forced(name) and ctx.is_current(folder, fp, name):
+        ctx.log(f"[dim]• {name}: up to date ({folder})[/dim]")
         return artifacts.read_manifest(folder) or {}
-    ctx.log(f"[bold]▶ {stage}[/bold]")
+    ctx.log(f"[bold]▶ {name}[/bold]")
     t0 = time.perf_counter()
-    # under torchrun only training is collective; rank 0 does every other stage alone
-    if ctx.dist.is_main or stage in COLLECTIVE:
-        fields = _module(stage).run(ctx, fp)
+    # under torchrun only collective stages (training) run on every rank; rank 0 does the rest alone
+    if ctx.dist.is_main or stage.collective:
+        fields = stage.run(ctx, fp)
         fields["seconds"] = round(time.perf_counter() - t0, 2)
         if ctx.dist.is_main:
-            artifacts.write_manifest(folder, fp, stage=stage, recipe=ctx.recipe.name, **fields)
-            ctx.log(f"[green]✓ {stage}[/green] in {fields['seconds']:.1f}s → {folder}")
+            artifacts.write_manifest(folder, fp, stage=name, recipe=ctx.recipe.name, **fields)
+            ctx.log(f"[green]✓ {name}[/green] in {fields['seconds']:.1f}s → {folder}")
     barrier()
     return artifacts.read_manifest(folder) or {}
 
 
-def run(ctx: Context, stages: Iterable[str], force: Iterable[str] = ()) -> None:
-    stages = list(stages)
-    force = set(force)
-    for name in force:
-        if name not in STAGES:
-            raise UserError(f"--force: unknown stage {name!r} (stages: {', '.join(STAGES)})")
-    preflight(ctx)
+def run(ctx: Context, selected: Iterable[str]) -> None:
+    """Run the selected stages in registry order; those the recipe switches off are skipped."""
+    selected = [name for name in ctx.stages if name in set(selected)]
+    if unknown := sorted(ctx.forced - set(ctx.stages)):
+        raise UserError(f"--force: unknown stage {unknown[0]!r} (stages: {', '.join(ctx.stages)})")
+    check_enabled(ctx, selected)
+    if ctx.run_dir.exists() and not ctx.run_dir.is_dir():
+        raise UserError(f"run_dir: {ctx.run_dir} exists and is not a folder")
+    lm.trust(ctx.recipe.trust_remote_code)
+    for spec in ctx.recipe.trust_remote_code:
+        ctx.log(f"[yellow]trust_remote_code: {spec} may run its own code (the recipe says so)[/yellow]")
+    for stage in ctx.stages.values():  # cheap input checks, before any work
+        if stage.preflight is not None and stage.enabled(ctx.recipe):
+            stage.preflight(ctx)
     if ctx.dist.is_main:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in selected:
+        if ctx.stages[name].enabled(ctx.recipe):
+            run_stage(ctx, name)
+    if ctx.dist.is_main:  # written once the stages it describes are done: a failed attempt leaves the last good one
         artifacts.write_text_atomic(ctx.run_dir / "recipe.resolved.yaml", dump_recipe(ctx.recipe))
-    for stage in stages:
-        if stage == "report" and not ctx.recipe.report.enabled:
-            continue
-        run_stage(ctx, stage, force=stage in force)
+
+
+def make_context(recipe: Recipe, quiet: bool = False, forced: Iterable[str] = (), dist: DistInfo | None = None) -> Context:
+    """A context over the registered stages (the stage graph checked once here)."""
+    stages = registry.stages()
+    check_graph(stages)
+    return Context(recipe=recipe, stages=stages, quiet=quiet, forced=frozenset(forced),
+                   **({"dist": dist} if dist is not None else {}))

@@ -1,8 +1,21 @@
-"""Shared fixtures: tiny recipes on the built-in demo corpus, and the optional ../shared data."""
+"""Shared fixtures: tiny recipes on the built-in demo corpus, the optional ../shared data, free
+ports, and the demo recipe's run, done at most once per pytest session and shared by every test
+that asks for it.
+
+Markers (see [tool.pytest.ini_options] in pyproject.toml): every test under tests/integration/
+and every test that uses `demo_run` is marked `integration`; tests using `demo_run` also get a
+longer timeout (DEMO_TIMEOUT) unless they set their own. Tests over ~3 s carry `slow`, in their
+file (`@pytest.mark.slow`) or, for now, through SLOW_TESTS below. `make test-fast` leaves out
+`integration` and `slow`.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +24,85 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("OCCIFORGE_SHARED", REPO.parent / "shared"))
+
+# The demo run (and its ablation) happen in the setup of the first test that asks for them, and
+# pytest-timeout counts setup. A few minutes on 2 idle cores, but over 25 min on a 2-core machine
+# shared with other jobs: these are limits for a hang, not a budget.
+DEMO_TIMEOUT = 3600
+DEMO_ABLATION = ["--set", "models.cpt0.init=base", "--set", "models.cpt0.targets=[de]", "--set", "models.cpt0.replay=0"]
+
+
+# Tests marked `slow` from here until their own files carry @pytest.mark.slow (then drop them here).
+# Node ids relative to the repo root, without [parameters] (all of a test's parameters); a renamed
+# test silently falls back into `make test-fast`.
+# Chosen by CPU seconds per test (parent + children, load-independent), threshold ~3 s, so that
+# `make test-fast` stays under 90 s on 2 cores; one caching test of the runner stays in it.
+SLOW_TESTS = {
+    # separate processes: torchrun / mp.spawn with 2 ranks, fresh interpreters
+    "tests/train/test_distributed.py::test_two_ranks_train_and_save_a_hf_model",
+    "tests/train/test_distributed.py::test_two_rank_checkpoint_resumes_in_one_process",  # + ~3000 steps, ~370 checkpoints
+    "tests/eval/test_commands.py::test_torchrun_splits_the_work_and_gets_the_same_scores",
+    "tests/train/test_loop.py::test_two_ranks_with_unequal_target_counts_match_one_process",
+    "tests/test_lm.py::test_remote_code_never_runs_and_never_prompts",
+    # whole tiny runs, 3-5 s of CPU each
+    "tests/eval/test_stage.py::test_eval_stage_scores_every_model_and_writes_the_leaderboard",
+    "tests/test_runner.py::test_changing_one_model_retrains_only_that_model",
+    "tests/data/test_data_stage.py::test_data_stage_on_demo_corpus",
+    "tests/test_content_checks.py::test_truncated_weights_are_retrained_and_said",
+    "tests/tokenizer/test_stage.py::test_changing_the_embedding_init_retrains_only_the_models_it_touches",
+    "tests/tokenizer/test_stage.py::test_extend_initialise_and_continue_in_one_run",
+    "tests/tokenizer/test_stage.py::test_a_larger_foreign_vocabulary_is_refused_before_training",
+    "tests/tokenizer/test_stage.py::test_extension_of_another_tokenizer_is_refused",
+    "tests/eval/test_lmeval_agreement.py::test_scores_agree_with_lm_eval",  # every parameter; lm-eval's harness
+    "tests/test_registry.py::test_force_reruns_per_model_work_and_registry_lists_models",
+    "tests/test_registry.py::test_stage_on_without_its_input_is_refused",
+}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it), for torchrun's --master_port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def occiforge_cli(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    """`python -m occiforge.cli ARGS` in the repo, as a user would run it; asserts exit code 0."""
+    proc = subprocess.run([sys.executable, "-m", "occiforge.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of `occiforge run recipes/demo.yaml`, run once per session (only if a test
+    asks for it). Shared by every test that uses it: read it, never write into it (copy it first,
+    as `demo_ablation_run` does)."""
+    run = tmp_path_factory.mktemp("demo") / "run"
+    occiforge_cli("run", "recipes/demo.yaml", "-q", "--set", f"run_dir={run}", timeout=2400)
+    return run
+
+
+@pytest.fixture(scope="session")
+def demo_ablation_run(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of `demo_run` with the replay ablation added through --set: one more bilingual model,
+    `cpt0-de`, for German with replay 0. Only that model, its eval and the report are computed."""
+    run = tmp_path_factory.mktemp("demo_ablation") / "run"
+    shutil.copytree(demo_run, run)
+    occiforge_cli("run", "recipes/demo.yaml", "-q", "--set", f"run_dir={run}", *DEMO_ABLATION, timeout=1200)
+    return run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration_dir = Path(__file__).parent / "integration"
+    for item in items:
+        uses_demo = "demo_run" in getattr(item, "fixturenames", ())
+        if uses_demo or integration_dir in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+        if uses_demo and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEMO_TIMEOUT))
+        if item.nodeid.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -28,3 +28,13 @@ def test_manifest_must_match_fingerprint(tmp_path: Path):
     assert json.loads((tmp_path / "manifest.json").read_text())["counts"] == {"de": 3}
     (tmp_path / "manifest.json").write_text("{truncated")
     assert not artifacts.is_complete(tmp_path, fp)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from occiforge import artifacts
+
+    path = tmp_path / "x.json"
+    artifacts.write_json_atomic(path, {"a": 1})
+    reference = tmp_path / "plain.txt"
+    reference.write_text("x")
+    assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777

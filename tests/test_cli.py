@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from occiforge.cli import main
-from occiforge.runner import STAGES
+from occiforge.registry import stages
 from tests.conftest import tiny_tree
 
 
@@ -64,7 +64,7 @@ def test_bad_override(capsys, tmp_path):
         capsys, ["validate", _write(tmp_path, tiny_tree(tmp_path)), "--set", "train.steps=many"])
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "languages", *STAGES])
+@pytest.mark.parametrize("command", ["run", "validate", "languages", *stages()])
 def test_help_everywhere(capsys, command):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from occiforge.cli import main
@@ -60,9 +61,12 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # three `occiforge run` processes: ~25 s on 2 idle cores
 def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path):
+    # The first checkpoint comes at step 300; the 600 steps after it leave seconds to interrupt
+    # in (the poll below reacts within 50 ms). The whole test writes 2 or 3 checkpoints.
     tree = tiny_tree(tmp_path / "run")
-    tree["train"].update(steps=3000, save_every=100)
+    tree["train"].update(steps=900, save_every=300)
     tree["models"] = {"base": {"mixture": {"en": 1.0}}}
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(tree, sort_keys=False))

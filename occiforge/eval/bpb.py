@@ -12,39 +12,14 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from occiforge.lm import nll_sum, prefix_token_id
 
 
 def _windows(ids: list[int], bos: int, size: int) -> list[list[int]]:
     seq = [bos, *ids]
     # each window repeats the last token of the previous one as its first (unscored) input
     return [seq[i : i + size] for i in range(0, max(len(seq) - 1, 1), size - 1)]
-
-
-@torch.no_grad()
-def nll_sum(model: torch.nn.Module, windows: Sequence[list[int]], batch_size: int, pad: int) -> float:
-    """Sum of next-token NLL (nats) over all windows, batched by length."""
-    device = next(model.parameters()).device
-    order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
-    total = 0.0
-    for start in range(0, len(order), batch_size):
-        chunk = [windows[i] for i in order[start : start + batch_size]]
-        width = max(map(len, chunk))
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, w in enumerate(chunk):
-            ids[row, : len(w)] = torch.tensor(w)
-            mask[row, : len(w)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        total += float((nll * mask[:, 1:]).sum())
-    return total
-
-
-def prefix_token_id(tok: object) -> int:
-    """The token every sequence is scored after: BOS, or EOS for tokenizers without one (as lm-eval)."""
-    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id  # type: ignore[attr-defined]
 
 
 def bits_per_byte(model: torch.nn.Module, tok: object, texts: Sequence[str], max_len: int, batch_size: int = 8) -> dict[str, float]:

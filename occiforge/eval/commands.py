@@ -84,20 +84,66 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     pairs = [p for f in args.gen for p in generate.read_pairs(Path(f))]
     posed = suite.pose_all(tasks, args.seed)
     suite.init_distributed()
-    model, tok = suite.load(args.model, args.device, args.dtype)
-    max_len = args.max_length or resolve_max_length(model.config, tok)
-    out: dict[str, Any] = {"model": args.model, "bpb": {}, "mc": {}}
-    if texts:
-        out["bpb"] = {lang: round(r["bpb"], 6) for lang, r in suite.score_bpb(model, tok, texts, max_len, args.batch_size).items()}
-    if tasks:
-        scorer = Scorer(model, tok, max_length=max_len, batch_size=args.batch_size, prefix_sharing=not args.no_prefix_sharing)
-        out["mc"], samples = suite.score_mc(scorer, tasks, posed)
-        _side_outputs(args, tasks, posed, samples)
-    if pairs:
-        out["gen"] = {"translation": generate.score_translation(model, tok, pairs, batch_size=args.batch_size)}
+    with _progress(args) as progress:
+        overall = progress.add_task(f"{args.model}: loading", total=len(texts) + len(tasks) + bool(pairs))
+        model, tok = suite.load(args.model, args.device, args.dtype)
+        max_len = args.max_length or resolve_max_length(model.config, tok)
+        out: dict[str, Any] = {"model": args.model, "bpb": {}, "mc": {}}
+        for lang, docs in texts.items():  # one language at a time, so the bar moves
+            progress.update(overall, description=f"{args.model}: bits per byte, {lang}")
+            out["bpb"][lang] = round(suite.score_bpb(model, tok, {lang: docs}, max_len, args.batch_size)[lang]["bpb"], 6)
+            progress.advance(overall)
+        if tasks:
+            scorer = Scorer(model, tok, max_length=max_len, batch_size=args.batch_size, prefix_sharing=not args.no_prefix_sharing)
+            out["mc"], samples = _score_tasks(scorer, tasks, posed, progress, overall, args.model)
+            _side_outputs(args, tasks, posed, samples)
+        if pairs:
+            progress.update(overall, description=f"{args.model}: translation")
+            out["gen"] = {"translation": generate.score_translation(model, tok, pairs, batch_size=args.batch_size)}
+            progress.advance(overall)
     out["config"] = {"fewshot": args.fewshot, "prompt_language": args.prompt_language, "seed": args.seed,
                      "max_length": max_len, "dtype": args.dtype, "world_size": suite.world()[1]}
     return out
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """Bars on stderr for the model as a whole and for the task being scored (none with -q, or off rank 0)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from occiforge.eval.suite import world
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                    disable=bool(getattr(args, "quiet", False)) or world()[0] != 0)
+
+
+def _score_tasks(scorer: Any, tasks: list[Any], posed: dict[Any, Any], progress: Any, overall: Any,
+                 model: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Multiple choice one task and language at a time, each with its own bar (rows of the scorer)."""
+    from occiforge.eval import suite
+
+    table: dict[str, Any] = {}
+    samples: list[dict[str, Any]] = []
+    for t in tasks:
+        key = (t.name, t.lang)
+        progress.update(overall, description=f"{model}: {t.name} {t.lang}")
+        bar = progress.add_task(f"  {t.name} {t.lang}: {len(posed[key])} items", total=None)
+        scorer.progress = lambda done, total, bar=bar: progress.update(bar, completed=done, total=total)
+        part, rows = suite.score_mc(scorer, [t], {key: posed[key]})
+        table.setdefault(t.name, {}).update(part[t.name])
+        samples += rows
+        progress.remove_task(bar)
+        progress.advance(overall)
+    scorer.progress = None
+    return table, samples
 
 
 def _check_unique(tasks: list[Any]) -> None:

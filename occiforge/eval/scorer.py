@@ -21,7 +21,7 @@ choice in fp32. Models whose attention cannot take such a mask fall back to one 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from inspect import signature
 from typing import Any
@@ -81,6 +81,17 @@ class Scored:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def distinct_continuations(encoded: Sequence[tuple[list[int], list[list[int]]]]
+                           ) -> tuple[list[tuple[list[int], list[list[int]]]], list[list[int]]]:
+    """Per request: its distinct continuations (first occurrence order) and, per choice, the index of its own."""
+    out, back = [], []
+    for ctx, conts in encoded:
+        seen: dict[tuple[int, ...], int] = {}
+        back.append([seen.setdefault(tuple(c), len(seen)) for c in conts])
+        out.append((ctx, [list(c) for c in seen]))
+    return out, back
+
+
 class Scorer:
     """Scores (context, continuations) requests on a causal LM exactly as lm-eval's `hf` model."""
 
@@ -99,6 +110,7 @@ class Scorer:
         attn = getattr(model.config, "_attn_implementation", None) or "eager"
         self.share = prefix_sharing and "position_ids" in params and attn in ("sdpa", "eager")
         self._checked = False
+        self.progress: Callable[[int, int], None] | None = None  # (rows done, rows) after each batch
 
     # -- tokenization ------------------------------------------------------------------------
     def _encode(self, strings: list[str], special: bool | None = None) -> list[list[int]]:
@@ -239,8 +251,13 @@ class Scorer:
 
     # -- the whole job -------------------------------------------------------------------------
     def loglikelihoods(self, requests: Sequence[tuple[str, Sequence[str]]]) -> Scored:
-        """Sum of log-probs of each continuation given its context, per request and choice."""
-        encoded = self.encode(requests)
+        """Sum of log-probs of each continuation given its context, per request and choice.
+
+        Each distinct continuation of a request is scored once and its score copied to every
+        choice that encodes to it: identical choices then tie exactly, and the argmax picks the
+        first, as lm-eval's one-sequence-per-choice scores do (scored at different offsets of a
+        shared row, two copies could differ by ~1e-5 and flip acc_norm)."""
+        encoded, back = distinct_continuations(self.encode(requests))
         if self.share and not self._checked and requests:
             probe, _ = self.rows(encoded[:1])
             if len(probe) == 1 and len(probe[0].branches) > 1:
@@ -257,5 +274,8 @@ class Scorer:
                 sums = torch.zeros(len(row.branches), dtype=torch.float64).index_add_(0, torch.tensor(which), lp)
                 for (i, j), s in zip(row.owners, sums.tolist(), strict=True):
                     out[i][j] = s
-        stats = {"rows": len(rows), "padded_tokens": n_tokens, "prefix_sharing": self.share}
-        return Scored(out, truncated, stats)
+            if self.progress is not None:
+                self.progress(min(start + self.batch_size, len(rows)), len(rows))
+        stats = {"rows": len(rows), "continuations": sum(len(c) for _, c in encoded), "padded_tokens": n_tokens,
+                 "prefix_sharing": self.share}
+        return Scored([[lls[k] for k in idx] for lls, idx in zip(out, back, strict=True)], truncated, stats)

@@ -2,33 +2,31 @@
 
 `eval/<model>/results.json` per model (cached on its own), `eval/results.json` for the tables
 (`bpb` as before, `mc` added) and `eval/leaderboard.{md,json}` (models x languages x tasks).
-Every model the run trained is scored, plus `eval.extra_models` (e.g. the base model it started from).
+Every model in the model registry is scored (whichever stage published it), plus
+`eval.extra_models` (e.g. the base model the run started from). `--force eval` rescores them all.
+torch and transformers are imported only when a model is scored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from occiforge import artifacts
-from occiforge.data.stage import iter_texts
-from occiforge.eval import leaderboard
-from occiforge.eval.bpb import bits_per_byte
-from occiforge.eval.scorer import Scorer
-from occiforge.eval.suite import pose_all, score_mc
-from occiforge.eval.tasks import BUILTIN_LOCAL, Posed, TaskData, builtin_folder, load_tasks
-from occiforge.tokenizer.stage import load_tokenizer
-from occiforge.train.model import load_causal_lm
-from occiforge.train.stage import model_fingerprints
+from occiforge.context import Context, Stage
+from occiforge.errors import UserError
+from occiforge.io import iter_texts
+from occiforge.lm import check_available
 
 
 def _source_digest(path: str) -> str:
     """What a task source holds: the bytes of its local JSONL files, or the hub id as given."""
+    from occiforge.eval.tasks import BUILTIN_LOCAL, builtin_folder
+
     if path.startswith("builtin:") and path.removeprefix("builtin:") in BUILTIN_LOCAL:
         folder = builtin_folder(path.removeprefix("builtin:"))
     elif path.startswith(("builtin:", "hf:")):
@@ -43,7 +41,7 @@ def _source_digest(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _config(ctx: Any) -> dict[str, Any]:
+def _config(ctx: Context) -> dict[str, Any]:
     r = ctx.recipe
     cfg = r.eval.model_dump(mode="json", exclude={"batch_size", "extra_models"})
     cfg["max_len"] = r.eval.max_len or r.train.seq_len + 1
@@ -53,19 +51,21 @@ def _config(ctx: Any) -> dict[str, Any]:
     return cfg
 
 
-def targets(ctx: Any) -> dict[str, tuple[str, str]]:
-    """Model name -> (path or hub id, fingerprint): the run's models, then the extra ones."""
-    out = {name: (str(ctx.stage_dir("train") / name), fp) for name, fp in model_fingerprints(ctx).items()}
+def targets(ctx: Context) -> dict[str, tuple[str, str]]:
+    """Model name -> (path or hub id, fingerprint): the registry's models, then the extra ones."""
+    out = {name: (str(ctx.model_path(rec)), rec.fingerprint) for name, rec in ctx.models().items()}
     out.update({name: (path, f"external:{path}") for name, path in ctx.recipe.eval.extra_models.items()})
     return out
 
 
-def fingerprint(ctx: Any) -> str:
+def fingerprint(ctx: Context) -> str:
     return artifacts.fingerprint("eval/2", _config(ctx), ctx.fingerprint("data"), {k: v[1] for k, v in targets(ctx).items()})
 
 
-def mc_tasks(ctx: Any, langs: list[str]) -> list[TaskData]:
+def mc_tasks(ctx: Context, langs: list[str]) -> list[Any]:
     """The recipe's multiple-choice tasks in the evaluated languages (each task's own where it has fewer)."""
+    from occiforge.eval.tasks import load_tasks
+
     ev = ctx.recipe.eval
     tasks = []
     for m in ev.mc:
@@ -75,23 +75,30 @@ def mc_tasks(ctx: Any, langs: list[str]) -> list[TaskData]:
 
 
 def evaluate_model(path: str, cfg: dict[str, Any], texts: dict[str, list[str]], batch_size: int,
-                   tasks: list[TaskData] | None = None, posed: dict[tuple[str, str], list[Posed]] | None = None) -> dict[str, Any]:
-    model = load_causal_lm(path)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    tok = load_tokenizer(path)
+                   tasks: list[Any] | None = None, posed: dict[tuple[str, str], list[Any]] | None = None) -> dict[str, Any]:
+    from occiforge.eval.bpb import bits_per_byte
+    from occiforge.eval.scorer import Scorer
+    from occiforge.eval.suite import default_device, score_mc
+    from occiforge.lm import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(path).to(default_device())
+    tok = load_tokenizer(path, require_bos=False)
     out: dict[str, Any] = {"bpb": {}}
     if cfg.get("bpb", True):
         out["bpb"] = {lang: bits_per_byte(model, tok, docs, cfg["max_len"], batch_size) for lang, docs in texts.items()}
+        if bad := [lang for lang, row in out["bpb"].items() if not math.isfinite(row["bpb"])]:
+            raise UserError(f"eval: model {path} gives non-finite log-likelihoods on {', '.join(bad)} (broken weights?)")
     if tasks:
         # multiple choice scores on the model's own context length, as lm-eval does
         out["mc"], _ = score_mc(Scorer(model, tok, batch_size=max(batch_size, 16)), tasks, posed)
     return out
 
 
-def run(ctx: Any, fp: str) -> dict[str, Any]:
+def run(ctx: Context, fp: str) -> dict[str, Any]:
+    from occiforge.eval import leaderboard
+    from occiforge.eval.suite import pose_all
+
     ctx.upstream("data")
-    if ctx.recipe.models:
-        ctx.upstream("train")
     cfg = _config(ctx)
     limit = cfg["max_docs_per_language"]
     texts = {lang: list(islice(iter_texts(ctx.stage_dir("data"), lang, "heldout"), limit)) for lang in cfg["languages"]}
@@ -105,7 +112,7 @@ def run(ctx: Any, fp: str) -> dict[str, Any]:
     for name, (path, model_fp) in targets(ctx).items():
         folder = ctx.stage_dir("eval") / name
         efp = artifacts.fingerprint("eval-model/2", cfg, ctx.fingerprint("data"), model_fp)
-        if not artifacts.is_complete(folder, efp):
+        if ctx.is_forced("eval") or not ctx.is_current(folder, efp, f"eval of {name}"):
             with ctx.status(f"eval: {name}"):
                 results = evaluate_model(path, cfg, texts, ctx.recipe.eval.batch_size, tasks, posed)
             with artifacts.staged_dir(folder) as tmp:
@@ -129,3 +136,16 @@ def run(ctx: Any, fp: str) -> dict[str, Any]:
 
 def read_results(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "results.json").read_text())
+
+
+def _enabled(r: Any) -> bool:
+    return r.eval.bpb or bool(r.eval.mc)
+
+
+def preflight(ctx: Context) -> None:
+    for name, path in ctx.recipe.eval.extra_models.items():
+        check_available(path, f"eval.extra_models.{name}")
+
+
+STAGE = Stage(name="eval", folder="eval", reads=("data",), fingerprint=fingerprint, run=run, uses_models=True,
+              enabled=_enabled, enabled_by="eval.bpb or eval.mc", preflight=preflight)

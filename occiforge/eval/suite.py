@@ -7,7 +7,6 @@ seeded per item, so they do not depend on the number of ranks.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+import occiforge.dist
 from occiforge.errors import UserError
 from occiforge.eval.bpb import bits_per_byte
 from occiforge.eval.metrics import aggregate, item_metrics
@@ -31,13 +31,7 @@ _PARALLEL = False  # set by init_distributed: recipe stages run on rank 0 alone 
 def init_distributed() -> None:
     """Join the process group torchrun describes (gloo on CPU, nccl on GPU) and shard the work."""
     global _PARALLEL
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    _PARALLEL = True
+    _PARALLEL = occiforge.dist.init().world_size > 1
 
 
 def finish_distributed() -> None:
@@ -73,20 +67,13 @@ def default_device() -> str:
 
 def load(path: str, device: str | None = None, dtype: str = "float32") -> tuple[Any, Any]:
     """A causal LM and its tokenizer from a HF folder or hub id; one-line UserErrors otherwise."""
-    from transformers import AutoTokenizer
-
-    from occiforge.train.model import load_causal_lm
+    from occiforge.lm import load_causal_lm, load_tokenizer
 
     local = Path(path).expanduser()
     if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise UserError(f"{path}: model folder not found")
     model = load_causal_lm(str(local) if local.exists() else path, DTYPES[dtype])
-    try:
-        tok = AutoTokenizer.from_pretrained(str(local) if local.exists() else path)
-    except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
-        raise UserError(f"{path}: cannot load its tokenizer: {str(e).splitlines()[0][:200]}") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    tok = load_tokenizer(str(local) if local.exists() else path, require_bos=False)
     return model.to(device or default_device()).eval(), tok
 
 

@@ -1,77 +1,96 @@
-"""The report stage: `report/index.html` with data, tokenizer and evaluation tables and plots."""
+"""The report stage: `report/index.html`, one self-contained page (every chart inlined, no network).
+
+It reads only artifacts: data statistics, the tokens manifest, evaluation results and the
+leaderboard, the model registry with each model's manifest and training log, and the sections
+other stages write for it (`section.html` in their folders): a new stage joins the report by
+writing one. The page reads top-down: what the run did, data, tokenizer, training, evaluation,
+then every other stage's section in run order. A stage that did not run has no section.
+
+The page is rendered with Jinja2 templates shipped in `occiforge/report/templates/`
+(autoescaped: names from a recipe cannot inject markup; stage sections are trusted HTML).
+"""
 
 from __future__ import annotations
 
 import html
-import json
-from pathlib import Path
+import re
 from typing import Any
 
 from occiforge import artifacts
-from occiforge.report.html import table_html
-from occiforge.report.plots import grouped_bars, loss_curves
-from occiforge.tokenizer.report import report_section
+from occiforge.context import Context, Stage
+
+# the report's own narrative in its order (stages, then the instruct samples the train stage
+# leaves beside instruct models); every other stage's section follows, in run order
+NARRATIVE = ("data", "tokenizer", "tokens", "train", "eval", "samples")
+TEMPLATES = {"data": "data.html.j2", "train": "training.html.j2", "eval": "evaluation.html.j2", "samples": "samples.html.j2"}
+TITLES = {"overview": "Overview", "data": "Data", "train": "Training", "eval": "Evaluation", "samples": "Instruct samples"}
 
 
-def fingerprint(ctx: Any) -> str:
-    return artifacts.fingerprint("report/1", ctx.recipe.report.model_dump(mode="json"), ctx.fingerprint("eval"))
+def fingerprint(ctx: Context) -> str:
+    # every earlier stage may feed a section: the report is current only if all of them are
+    upstream = [ctx.fingerprint(n) for n in _earlier(ctx)]
+    return artifacts.fingerprint("report/3", ctx.recipe.report.model_dump(mode="json"), upstream)
 
 
-CSS = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
+def _earlier(ctx: Context) -> list[str]:
+    names = list(ctx.stages)
+    return [n for n in names[: names.index("report")] if ctx.stages[n].enabled(ctx.recipe)]
 
 
-def _leaderboard_section(ctx: Any, out: Path) -> list[str]:
-    """Multiple-choice leaderboard (eval/leaderboard.json): per-language averages, plot, per-task tables."""
-    path = ctx.stage_dir("eval") / "leaderboard.json"
-    if not path.is_file():
-        return []
-    board = json.loads(path.read_text())
-    langs = board["languages"]
-    rows = {m: {**avg, "avg": board["overall"].get(m)} for m, avg in board["average"].items()}
-    grouped_bars(board["average"], langs, "mean score over tasks (higher is better)", out / "leaderboard.png")
-    parts = ["<h2>Leaderboard: multiple choice, mean over tasks per language</h2>",
-             table_html(rows, [*langs, "avg"], lower_is_better=False),
-             '<img src="leaderboard.png" alt="mean multiple-choice score per language and model">']
-    for task in board["tasks"]:
-        per_task = {m: s.get(task, {}) for m, s in board["scores"].items()}
-        cols = [lang for lang in langs if any(lang in r for r in per_task.values())]
-        parts += [f"<h3>{html.escape(task)} ({html.escape(board['metric'][task])})</h3>", table_html(per_task, cols, lower_is_better=False)]
-    return parts
+def _stage_sections(ctx: Context) -> dict[str, str]:
+    """The `section.html` each enabled stage wrote for the report, by stage, in run order."""
+    paths = {n: ctx.stage_dir(n) / artifacts.SECTION for n in _earlier(ctx)}
+    return {n: p.read_text(encoding="utf-8") for n, p in paths.items() if p.is_file()}
 
 
-def _sections(ctx: Any, out: Path) -> list[str]:
-    langs = ctx.recipe.languages
-    stats = json.loads((ctx.stage_dir("data") / "stats.json").read_text())
-    data_rows = {lang: {"read": s["read"], "kept": s["kept"], "heldout": s.get("heldout_docs", 0),
-                        "dropped": ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-"} for lang, s in stats.items()}
-    results = json.loads((ctx.stage_dir("eval") / "results.json").read_text())
-    bpb, eval_langs = results["bpb"], results["languages"]
-    grouped_bars(bpb, eval_langs, "bits per byte (lower is better)", out / "bpb.png")
-    hist = {}
-    for name in bpb:
-        log = ctx.stage_dir("train") / name / "train_log.json"
-        if log.is_file():
-            hist[name] = json.loads(log.read_text())
-    if hist:
-        loss_curves(hist, out / "loss.png")
-    return [
-        "<h2>Evaluation: bits per byte on held-out text</h2>",
-        table_html(bpb, eval_langs, lower_is_better=True),
-        '<img src="bpb.png" alt="bits per byte per language and model">',
-        *_leaderboard_section(ctx, out),
-        *(['<h2>Training loss</h2><img src="loss.png" alt="training loss">'] if hist else []),
-        report_section(ctx.stage_dir("tokenizer")),
-        "<h2>Data</h2>", table_html(data_rows, ["read", "kept", "heldout", "dropped"]),
-        f"<p>Languages: {', '.join(langs)}. Recipe: <code>recipe.resolved.yaml</code>.</p>",
-    ]
+def _title(fragment: str, stage: str) -> str:
+    """A stage section's nav label: the text of its first heading, else the stage's name."""
+    m = re.search(r"<h[1-3][^>]*>(.*?)</h[1-3]>", fragment, re.DOTALL | re.IGNORECASE)
+    return html.unescape(re.sub(r"<[^>]+>", "", m.group(1))).strip() if m else stage
 
 
-def run(ctx: Any, fp: str) -> dict[str, Any]:
+def sections(ctx: Context) -> list[dict[str, Any]]:
+    """The page's sections in reading order: each is a template with data, or a stage's own HTML."""
+    from markupsafe import Markup
+
+    from occiforge.report import collect, evaluation
+
+    models = ctx.models()
+    own = {"data": lambda: collect.data_section(ctx), "train": lambda: collect.training_section(ctx, models),
+           "eval": lambda: evaluation.eval_section(ctx, models), "samples": lambda: collect.samples_section(ctx, models)}
+    fragments = _stage_sections(ctx)
+    out = [{"id": "overview", "title": TITLES["overview"], "template": "overview.html.j2",
+            "data": collect.overview(ctx, models), "fragment": None}]
+    order = [n for n in NARRATIVE if n in ctx.stages or n in own] + [n for n in fragments if n not in NARRATIVE]
+    for name in order:
+        if name in own and (data := own[name]()) is not None:
+            out.append({"id": name, "title": TITLES[name], "template": TEMPLATES[name], "data": data, "fragment": None})
+        if name in fragments:
+            out.append({"id": f"stage-{name}", "title": _title(fragments[name], name), "template": None, "data": None,
+                        "fragment": Markup(fragments[name])})  # trusted: written by our own stages
+    return out
+
+
+def render(ctx: Context) -> str:
+    """The whole page as one HTML string."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("occiforge.report", "templates"), undefined=StrictUndefined,
+                      autoescape=select_autoescape(["html", "j2"], default_for_string=True), trim_blocks=True, lstrip_blocks=True)
+    title = ctx.recipe.report.title or f"occiforge run: {ctx.recipe.name}"
+    return env.get_template("report.html.j2").render(title=title, recipe=ctx.recipe.name, run_dir=ctx.run_dir.name,
+                                                     sections=sections(ctx))
+
+
+def run(ctx: Context, fp: str) -> dict[str, Any]:
     ctx.upstream("eval")
-    title = html.escape(ctx.recipe.report.title or f"occiforge run: {ctx.recipe.name}")
+    with ctx.status("report: rendering…"):
+        page = render(ctx)
     with artifacts.staged_dir(ctx.stage_dir("report")) as tmp:
-        body = "\n".join(_sections(ctx, tmp))
-        page = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head><body><h1>{title}</h1>\n{body}\n</body></html>\n"
         (tmp / "index.html").write_text(page, encoding="utf-8")
-    ctx.log(f"  report: {ctx.stage_dir('report') / 'index.html'}")
-    return {"index": "index.html"}
+    ctx.log(f"  report: {ctx.stage_dir('report') / 'index.html'} ({len(page.encode()) / 1e6:.1f} MB, self-contained)")
+    return {"index": "index.html", "bytes": len(page.encode())}
+
+
+STAGE = Stage(name="report", folder="report", reads=("data", "tokenizer", "eval"), fingerprint=fingerprint, run=run,
+              uses_models=True, enabled=lambda r: r.report.enabled, enabled_by="report.enabled")

@@ -23,6 +23,7 @@ import numpy as np
 import regex
 
 from occiforge.errors import UserError
+from occiforge.lm import load_tokenizer
 
 _NAMED = regex.compile(r"^([\w.+-]+)=(.+)$")
 
@@ -111,18 +112,13 @@ def _hf(spec: str, label: str) -> HFEncoder:
     if _looks_local(spec) and not path.exists():
         raise UserError(f"tokenizer {spec!r}: not found")
     file = path / "tokenizer.json" if path.is_dir() else path
-    try:
-        if file.is_file():
+    if file.is_file():
+        try:
             return HFEncoder(label, Tokenizer.from_file(str(file)))
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(spec)
-    except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserError(f"tokenizer {spec!r}: cannot load: {msg}") from None
-    if not getattr(tok, "is_fast", False):
-        raise UserError(f"tokenizer {spec!r}: no fast (tokenizers) implementation")
-    return HFEncoder(label, tok.backend_tokenizer)
+        except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"tokenizer {spec!r}: cannot load: {msg}") from None
+    return HFEncoder(label, load_tokenizer(spec, require_bos=False).backend_tokenizer)  # a hub id: the one safe loader
 
 
 def default_name(spec: str) -> str:

@@ -25,22 +25,12 @@ import heapq
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import regex
 from tokenizers import Tokenizer
 
 from occiforge.errors import UserError
-
-EXTENSION_FILE = "extension.json"  # the record the tokenizer stage writes next to an extended tokenizer
-
-
-def read_extension(folder: str | Path) -> dict[str, Any] | None:
-    """The extension record a tokenizer stage wrote next to its tokenizer, if any."""
-    path = Path(folder) / EXTENSION_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
 
 _METASPACE = regex.compile(r"▁*[^▁]+|▁+")
 _BYTE_FALLBACK = regex.compile(r"^<0x[0-9A-Fa-f]{2}>$")

@@ -18,17 +18,15 @@ extension and parity-balancing records where present, as HTML for the run report
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
 from typing import Any
 
-from occiforge.report.html import table_html
-from occiforge.report.plots import grouped_bars
+from occiforge.lm import read_extension
 from occiforge.tokenizer.encoders import load_encoder
-from occiforge.tokenizer.extend import read_extension
 from occiforge.tokenizer.metrics import METRICS, measure_parallel, measure_texts, prepare, read_mono, read_parallel
+from occiforge.viz import grouped_bars, image_tag, table_html
 
 REPORT_FILE = "report.json"
 BALANCE_FILE = "balance.json"  # the parity-balancing rounds, when balance_by is parity
@@ -86,13 +84,6 @@ def write_stage_plots(folder: Path, report: dict[str, dict[str, Any]]) -> None:
         grouped_bars({"tokenizer": _metric_table({"t": report}, "parity")["t"]}, langs, LABELS["parity"], folder / "parity.png")
 
 
-def _image(path: Path, alt: str) -> str:
-    if not path.is_file():
-        return ""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
 def report_section(stage_dir: str | Path) -> str:
     """HTML for the run report from a tokenizer stage folder (`runs/<name>/tokenizer`)."""
     stage_dir = Path(stage_dir)
@@ -100,14 +91,14 @@ def report_section(stage_dir: str | Path) -> str:
     cols = [c for c in ("fertility", "continued_words", "bytes_per_token", "parity", "tokens") if any(c in r for r in report.values())]
     parts = ["<h2>Tokenizer</h2>", "<p>Measured on held-out text (parity on the parallel dev set): tokens per word "
              "(UD-style words), share of words split into several tokens, bytes per token, tokens relative to English.</p>",
-             table_html(report, cols, spaced_headers=True), _image(stage_dir / "fertility.png", "fertility per language"),
-             _image(stage_dir / "parity.png", "parity per language")]
+             table_html(report, cols, spaced_headers=True), image_tag(stage_dir / "fertility.png", "fertility per language"),
+             image_tag(stage_dir / "parity.png", "parity per language")]
     if (ext := read_extension(stage_dir)) is not None:
         rule = f"fertility above {ext['threshold']}" if ext["rule"] == "auto" else "listed in the recipe"
         rows = {lang: {"before": f, "after": report.get(lang, {}).get("fertility", "")} for lang, f in ext["fertility_before"].items()}
         parts += [f"<h3>Extension</h3><p>{html.escape(str(ext['base']))}: {ext['new_tokens']} new tokens (ids "
                   f"{ext['base_vocab_size']} and up) for {html.escape(', '.join(ext['languages']) or 'no language')} "
-                  f"({rule}); new embeddings initialised by <b>{html.escape(ext['init'])}</b>.</p>",
+                  f"({rule}).</p>",
                   table_html(rows, ["before", "after"], spaced_headers=True)]
     if (bal_file := stage_dir / BALANCE_FILE).is_file():
         rounds = {f"round {h['round']}": {"worst": h["worst"], "worst parity": h["worst_parity"], "accepted": str(h["accepted"])}

@@ -1,9 +1,13 @@
 """The tokenizer stage: train on curated data, adopt a pretrained tokenizer, or extend one.
 
 Writes to `tokenizer/`: the HF tokenizer files, `report.json` (see `occiforge.tokenizer.report`
-for its shape), bar charts, and where they apply `balance.json` (the parity-balancing rounds)
-and `extension.json` (what `tokenizer.extend` added; train/model.py reads it to grow and
-initialise a model's embeddings).
+for its shape), bar charts, `section.html` (its part of the run report), and where they apply
+`balance.json` (the parity-balancing rounds) and `extension.json` (facts about what
+`tokenizer.extend` added; the train stage reads it to grow and initialise a model's embeddings,
+with the init each model names).
+
+The heavy modules (transformers, tokenizers, matplotlib) are imported inside `run`, so the
+stage registry stays cheap to load.
 """
 
 from __future__ import annotations
@@ -11,19 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
-
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from typing import TYPE_CHECKING, Any
 
 from occiforge import artifacts
-from occiforge.data.stage import iter_texts
+from occiforge.context import Context, Stage
 from occiforge.errors import UserError
-from occiforge.tokenizer.balance import train_parity_balanced
-from occiforge.tokenizer.encoders import HFEncoder
-from occiforge.tokenizer.extend import EXTENSION_FILE, extend
-from occiforge.tokenizer.metrics import count, measure_parallel, read_parallel
-from occiforge.tokenizer.report import BALANCE_FILE, REPORT_FILE, write_stage_plots
-from occiforge.tokenizer.train import BOS, EOS, PAD, sample_texts, save_hf, train_tokenizer
+from occiforge.io import iter_texts
+from occiforge.lm import EXTENSION_FILE, check_available, load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
 
 MEASURE_BYTES = 2_000_000  # held-out text per language for the report (and the extension rule)
 
@@ -34,33 +36,17 @@ def _parallel_signature(folder: str | None) -> Any:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(Path(folder).glob("*.txt"))}
 
 
-def fingerprint(ctx: Any) -> str:
+def fingerprint(ctx: Context) -> str:
     cfg = ctx.recipe.tokenizer
-    return artifacts.fingerprint("tokenizer/2", cfg.model_dump(mode="json"), ctx.recipe.languages, ctx.fingerprint("data"),
+    return artifacts.fingerprint("tokenizer/3", cfg.model_dump(mode="json"), ctx.recipe.languages, ctx.fingerprint("data"),
                                  _parallel_signature(cfg.parallel))
-
-
-def load_tokenizer(spec: str) -> PreTrainedTokenizerFast:
-    """A tokenizer.json file, a HF folder or a hub id, as a fast HF tokenizer with BOS/EOS/PAD."""
-    try:
-        if spec.endswith(".json") and Path(spec).is_file():
-            tok = PreTrainedTokenizerFast(tokenizer_file=spec)
-        else:
-            tok = AutoTokenizer.from_pretrained(spec)
-    except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
-        raise UserError(f"cannot load tokenizer {spec!r}: {str(e).splitlines()[0][:200]}") from None
-    if not tok.is_fast:
-        raise UserError(f"tokenizer {spec!r} has no fast (tokenizers) implementation")
-    for attr, default in (("bos_token", BOS), ("eos_token", EOS)):
-        if getattr(tok, attr) is None:
-            raise UserError(f"tokenizer {spec!r} has no {attr} (expected e.g. {default!r})")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token if PAD not in tok.get_vocab() else PAD
-    return tok
 
 
 def measure(tok: PreTrainedTokenizerFast, texts: list[str], lang: str = "und") -> dict[str, float]:
     """Tokens, bytes per token, fertility, continued words and whitespace tokens per word."""
+    from occiforge.tokenizer.encoders import HFEncoder
+    from occiforge.tokenizer.metrics import count
+
     if not texts:
         return {}
     row = count(HFEncoder("stage", tok.backend_tokenizer), texts, lang).row()
@@ -69,6 +55,9 @@ def measure(tok: PreTrainedTokenizerFast, texts: list[str], lang: str = "und") -
 
 
 def _measure_all(tok: PreTrainedTokenizerFast, heldout: dict[str, list[str]], dev: dict[str, list[str]] | None) -> dict[str, Any]:
+    from occiforge.tokenizer.encoders import HFEncoder
+    from occiforge.tokenizer.metrics import measure_parallel
+
     report = {lang: measure(tok, docs, lang) for lang, docs in heldout.items()}
     if dev:
         parity = measure_parallel(HFEncoder("stage", tok.backend_tokenizer), dev)
@@ -79,13 +68,19 @@ def _measure_all(tok: PreTrainedTokenizerFast, heldout: dict[str, list[str]], de
 
 
 def _dev_set(cfg: Any, langs: list[str]) -> dict[str, list[str]] | None:
+    from occiforge.tokenizer.metrics import read_parallel
+
     if not cfg.parallel:
         return None
     dev = read_parallel(cfg.parallel)
     return {lang: lines for lang, lines in dev.items() if lang in langs or lang == "en"}
 
 
-def _train(ctx: Any, cfg: Any, texts: dict[str, list[str]], dev: dict[str, list[str]] | None, tmp: Path) -> PreTrainedTokenizerFast:
+def _train(ctx: Context, cfg: Any, texts: dict[str, list[str]], dev: dict[str, list[str]] | None, tmp: Path) -> PreTrainedTokenizerFast:
+    from occiforge.tokenizer.balance import train_parity_balanced
+    from occiforge.tokenizer.report import BALANCE_FILE
+    from occiforge.tokenizer.train import sample_texts, save_hf, train_tokenizer
+
     with ctx.status(f"tokenizer: training {cfg.kind} ({cfg.vocab_size} tokens, balanced by {cfg.balance_by})…"):
         if cfg.balance_by == "parity":
             assert dev is not None  # the recipe requires tokenizer.parallel
@@ -96,8 +91,10 @@ def _train(ctx: Any, cfg: Any, texts: dict[str, list[str]], dev: dict[str, list[
     return save_hf(raw, tmp)
 
 
-def _extend(ctx: Any, base: PreTrainedTokenizerFast, heldout: dict[str, list[str]], tmp: Path) -> PreTrainedTokenizerFast:
+def _extend(ctx: Context, base: PreTrainedTokenizerFast, heldout: dict[str, list[str]], tmp: Path) -> PreTrainedTokenizerFast:
     """Apply tokenizer.extend to `base`, save the result in `tmp` and record what was added."""
+    from occiforge.tokenizer.extend import extend
+
     cfg, langs = ctx.recipe.tokenizer, ctx.recipe.languages
     ext_cfg = cfg.extend
     data_dir = ctx.stage_dir("data")
@@ -119,7 +116,7 @@ def _extend(ctx: Any, base: PreTrainedTokenizerFast, heldout: dict[str, list[str
         new.save(str(tmp / "tokenizer.json"))
         added = ext.added
     record = {"base": cfg.pretrained, "base_vocab_size": len(base), "rule": "auto" if ext_cfg.languages == "auto" else "list",
-              "threshold": ext_cfg.threshold, "languages": targets, "init": ext_cfg.init,
+              "threshold": ext_cfg.threshold, "languages": targets,
               "fertility_before": before, "new_tokens": len(added), "added": added}
     artifacts.write_json_atomic(tmp / EXTENSION_FILE, record)
     ctx.log(f"  extension: {len(added)} new tokens for {', '.join(targets) or 'no language'}")
@@ -136,7 +133,9 @@ def _capped(texts: Any, budget: int) -> list[str]:
     return out
 
 
-def run(ctx: Any, fp: str) -> dict[str, Any]:
+def run(ctx: Context, fp: str) -> dict[str, Any]:
+    from occiforge.tokenizer.report import REPORT_FILE, report_section, write_stage_plots
+
     cfg, langs = ctx.recipe.tokenizer, ctx.recipe.languages
     data_dir = ctx.stage_dir("data")
     ctx.upstream("data")
@@ -155,7 +154,16 @@ def run(ctx: Any, fp: str) -> dict[str, Any]:
         report = _measure_all(tok, heldout, dev)
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2))
         write_stage_plots(tmp, report)
+        (tmp / artifacts.SECTION).write_text(report_section(tmp), encoding="utf-8")
     for lang, row in report.items():
         extra = f", parity {row['parity']}" if "parity" in row else ""
         ctx.log(f"  {lang}: {row.get('bytes_per_token', '-')} bytes/token, fertility {row.get('fertility', '-')}{extra}")
     return {"vocab_size": len(tok), "per_language": report}
+
+
+def preflight(ctx: Context) -> None:
+    if pretrained := ctx.recipe.tokenizer.pretrained:
+        check_available(pretrained, "tokenizer.pretrained")
+
+
+STAGE = Stage(name="tokenizer", folder="tokenizer", reads=("data",), fingerprint=fingerprint, run=run, preflight=preflight)

@@ -1,8 +1,9 @@
 """Build or load the causal LM a model entry starts from. Knows nothing of parallelism.
 
 A model loaded for a tokenizer that extends its own (`tokenizer.extend`, ids 0..V-1 identical)
-gets its embeddings grown and the new rows initialised as the extension record says; any other
-vocabulary mismatch is refused.
+gets its embeddings grown and the new rows initialised with the model's `embedding_init`; the
+extension record (`extension.json`, facts only) is passed in explicitly by the train stage.
+Any other vocabulary mismatch is refused.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from occiforge.errors import UserError
+from occiforge.lm import load_causal_lm, load_config, load_tokenizer
 from occiforge.recipe import ArchitectureConfig
-from occiforge.tokenizer.embeddings import init_new_embeddings, sample_windows
-from occiforge.tokenizer.extend import read_extension
+from occiforge.train.embeddings import init_new_embeddings, sample_windows
+
+Record = dict[str, Any]  # an extension record, as the tokenizer stage wrote it
 
 
 def llama_config(arch: ArchitectureConfig, tok: Any) -> LlamaConfig:
@@ -36,14 +39,6 @@ def llama_config(arch: ArchitectureConfig, tok: Any) -> LlamaConfig:
     )
 
 
-def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """A HF folder or hub id as a causal LM; a one-line UserError if it is not one."""
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
-        raise UserError(f"cannot load a causal LM from {str(path)!r}: {str(e).splitlines()[0][:200]}") from None
-
-
 def check_vocab(model: PreTrainedModel, tok: Any, where: str) -> None:
     rows = model.get_input_embeddings().num_embeddings
     if len(tok) > rows:
@@ -52,18 +47,17 @@ def check_vocab(model: PreTrainedModel, tok: Any, where: str) -> None:
 
 def _own_tokenizer(path: str | Path) -> Any | None:
     try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except Exception:  # noqa: BLE001 - no (loadable) tokenizer: the extension cannot be verified
+        return load_tokenizer(path)
+    except UserError:  # no (loadable) tokenizer: the extension cannot be verified
         return None
 
 
-def extension_of(path: str | Path, tok: Any, where: str) -> dict[str, Any] | None:
-    """The extension record when `tok` extends the tokenizer saved with the model at `path`.
+def extension_of(path: str | Path, tok: Any, where: str, record: Record | None) -> Record | None:
+    """`record` when `tok` extends the tokenizer saved with the model at `path`.
 
-    None when `tok` is no extension or the model already has the extended vocabulary. An
+    None when there is no extension or the model already has the extended vocabulary. An
     extension of a different tokenizer (its first V ids differ from the model's) is refused.
     """
-    record = read_extension(tok.name_or_path) if getattr(tok, "name_or_path", "") else None
     own = _own_tokenizer(path) if record else None
     if record is None or own is None or own.get_vocab() == tok.get_vocab():
         return None
@@ -74,36 +68,34 @@ def extension_of(path: str | Path, tok: Any, where: str) -> dict[str, Any] | Non
     return record
 
 
-def adapt_embeddings(model: PreTrainedModel, tok: Any, path: str | Path, where: str, seed: int = 0,
-                     streams: dict[str, Any] | None = None) -> None:
+def adapt_embeddings(model: PreTrainedModel, tok: Any, path: str | Path, where: str, extension: Record | None,
+                     embedding_init: str, seed: int = 0, streams: dict[str, Any] | None = None) -> None:
     """Grow and initialise embeddings for an extended tokenizer, or refuse a vocabulary mismatch.
 
     `streams` (language -> training token ids) feed the inits that read target-language text."""
-    if (record := extension_of(path, tok, where)) is not None:
+    if (record := extension_of(path, tok, where, extension)) is not None:
         if model.get_input_embeddings().num_embeddings < int(record["base_vocab_size"]):
             raise UserError(f"{where}: the model's embedding is smaller than its own tokenizer")
-        init_new_embeddings(model, record, seed=seed, sample=sample_windows(streams or {}, record["languages"]))
+        init_new_embeddings(model, record, embedding_init, seed=seed, sample=sample_windows(streams or {}, record["languages"]))
     check_vocab(model, tok, where)
 
 
-def preflight_vocab(inits: list[str], tok: Any, known: set[str]) -> None:
+def preflight_vocab(inits: list[str], tok: Any, known: set[str], extension: Record | None) -> None:
     """Before any training: refuse an external `init` whose embedding cannot hold `tok`'s ids
     unless `tok` is a verified extension of the model's own tokenizer (reads configs only)."""
     for init in inits:
         if init == "scratch" or init in known:
             continue
-        try:
-            rows = AutoConfig.from_pretrained(init).get_text_config().vocab_size
-        except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
-            raise UserError(f"init {init!r}: cannot read the model config: {str(e).splitlines()[0][:200]}") from None
-        if extension_of(init, tok, f"init {init!r}") is None and len(tok) > rows:
+        rows = load_config(init).get_text_config().vocab_size
+        if extension_of(init, tok, f"init {init!r}", extension) is None and len(tok) > rows:
             raise UserError(f"init {init!r}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
 
 
 def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models_dir: Path, known: set[str],
-                streams: dict[str, Any] | None = None) -> PreTrainedModel:
+                streams: dict[str, Any] | None = None, extension: Record | None = None,
+                embedding_init: str = "decomposition-calibrated") -> PreTrainedModel:
     """`scratch` builds a Llama from the recipe; a known model name or a HF path/id is loaded
-    (and adapted to an extended tokenizer, see `adapt_embeddings`)."""
+    (and adapted to an extended tokenizer with `embedding_init`, see `adapt_embeddings`)."""
     if init == "scratch":
         torch.manual_seed(seed)
         model = LlamaForCausalLM(llama_config(arch, tok))
@@ -111,5 +103,5 @@ def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models
         return model
     path = models_dir / init if init in known else init
     model = load_causal_lm(path)
-    adapt_embeddings(model, tok, path, f"init {init!r}", seed, streams)
+    adapt_embeddings(model, tok, path, f"init {init!r}", extension, embedding_init, seed, streams)
     return model

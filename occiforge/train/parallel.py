@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from occiforge.dist import DistInfo
 from occiforge.recipe import TrainConfig
-from occiforge.train.distributed import DistInfo
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -2,126 +2,88 @@
 
 `models/<name>/` is a HF checkpoint (safetensors + tokenizer) with its own manifest; an
 interrupted model resumes from `models/.<name>.ckpt/`. Changing one model's config retrains
-it and the models initialised from it, nothing else.
+it and the models initialised from it, nothing else; `--force train` retrains them all. The
+stage manifest lists every model it made (`models`): that list is the model registry later
+stages read through `Context.models()`. torch is imported only when a model is trained.
 """
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from occiforge import artifacts
-from occiforge.recipe import PlannedModel
-from occiforge.tokenizer.stage import load_tokenizer
-from occiforge.train import checkpoint
-from occiforge.train.distributed import DistInfo, barrier
-from occiforge.train.loop import LoopSpec, train
-from occiforge.train.parallel import parallelize
-from occiforge.train.model import build_model, preflight_vocab
-from occiforge.train.sampler import MixtureSampler
-from occiforge.train.tokens import open_tokens
+from occiforge.context import Context, ModelRecord, Stage
+from occiforge.lm import check_available
+from occiforge.recipe import PlannedModel, Recipe
 
-_NOT_HASHED = {"save_every", "log_every", "threads", "compile", "activation_checkpointing"}  # weights stay the same
+# settings that change speed or bookkeeping, never the weights
+_NOT_HASHED = {"save_every", "log_every", "threads", "compile", "activation_checkpointing"}
 
 
-def model_fingerprints(ctx: Any) -> dict[str, str]:
+def _extends_vocab(r: Recipe, pm: PlannedModel, known: set[str]) -> bool:
+    """Whether the model's embeddings grow here: an external init under an extended tokenizer."""
+    return r.tokenizer.extend is not None and pm.init != "scratch" and pm.init not in known
+
+
+def model_fingerprints(ctx: Context) -> dict[str, str]:
+    """Per model: its config, the run's hyper-parameters, the token shards and its init's fingerprint."""
     r = ctx.recipe
     hyper = r.train.model_dump(mode="json", exclude=_NOT_HASHED)
+    known = {pm.name for pm in r.plan()}
     fps: dict[str, str] = {}
     for pm in r.plan():
-        init = fps.get(pm.init, pm.init)
-        fps[pm.name] = artifacts.fingerprint("model/1", hyper, pm.model_dump(mode="json"), r.seed, ctx.fingerprint("tokens"), init)
+        spec = pm.model_dump(mode="json", include={"init", "mixture", "steps", "tokens", "lr", "chat", "chat_template"})
+        if _extends_vocab(r, pm, known):  # the only models whose weights the embedding init touches
+            spec["embedding_init"] = pm.embedding_init
+        chats = ctx.fingerprint("conversations") if pm.kind == "sft" else None
+        fps[pm.name] = artifacts.fingerprint("model/3", hyper, spec, r.seed, ctx.fingerprint("tokens"), chats,
+                                             fps.get(pm.init, pm.init))
     return fps
 
 
-def fingerprint(ctx: Any) -> str:
-    return artifacts.fingerprint("train/1", model_fingerprints(ctx))
+def fingerprint(ctx: Context) -> str:
+    return artifacts.fingerprint("train/3", model_fingerprints(ctx))
 
 
-def _progress(ctx: Any) -> Progress:
-    return Progress(
-        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(),
-        console=ctx.console, disable=ctx.quiet or not ctx.dist.is_main, transient=True,
-    )
+def record(ctx: Context, pm: PlannedModel, fp: str, done: dict[str, Any]) -> ModelRecord:
+    """The model's entry in the registry; `per_language`: tokens and epochs of each language it read."""
+    return ModelRecord(name=pm.name, folder=f"{ctx.stages['train'].folder}/{pm.name}", kind=pm.kind, stage="train",
+                       fingerprint=fp, init=pm.init, target=pm.target, replay=pm.replay, replay_language=pm.replay_language,
+                       mixture=pm.mixture, steps=done.get("steps", pm.steps), tokens_seen=done.get("tokens_seen"),
+                       per_language=done.get("per_language"))
 
 
-def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[dict[str, Any]], dist: DistInfo) -> None:
-    """Gather the whole model (a collective under FSDP2) and let rank 0 write the HF folder."""
-    full = checkpoint.full_state_dict(model)
-    model.config.use_cache = True  # the saved model generates with a cache
-    if dist.is_main:
-        if dist.world_size > 1:  # save through a clean, unwrapped instance of the same class
-            with torch.device("meta"):
-                clean = AutoModelForCausalLM.from_config(model.config)
-            clean.load_state_dict(full, assign=True)
-            clean.tie_weights()
-            model = clean
-        with artifacts.staged_dir(folder) as tmp:
-            model.save_pretrained(str(tmp), state_dict=full if dist.world_size == 1 else None, safe_serialization=True)
-            tok.save_pretrained(str(tmp))
-            artifacts.write_json_atomic(tmp / "train_log.json", history)
-    barrier()
+def run(ctx: Context, fp: str) -> dict[str, Any]:
+    from occiforge.train import trainer
 
-
-def train_one(ctx: Any, pm: PlannedModel, fp: str, tok: Any, streams: dict[str, Any]) -> dict[str, Any]:
-    r, cfg, dist = ctx.recipe, ctx.recipe.train, ctx.dist
-    models_dir = ctx.stage_dir("train")
-    known = {p.name for p in r.plan()}
-    model = build_model(pm.init, cfg.architecture, tok, r.seed, models_dir, known, streams).to(dist.device)
-    model.config.use_cache = False  # a KV cache is useless in training and makes compile recompile per layer
-    model = parallelize(model, cfg, dist)
-    sampler = MixtureSampler(streams, pm.mixture, cfg.seq_len, seed=r.seed)
-
-    def get_batch(step: int, micro: int) -> dict[str, torch.Tensor]:
-        ids, _ = sampler.batch(step * cfg.grad_accum + micro, cfg.batch_size, rank=dist.rank)
-        return {"input_ids": ids, "labels": ids}
-
-    spec = LoopSpec(steps=pm.steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
-                    save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp)
-    ckpt_dir = models_dir / f".{pm.name}.ckpt"
-    with _progress(ctx) as progress:
-        task = progress.add_task(pm.name, total=pm.steps, loss=float("nan"))
-        history = train(model, get_batch, spec, ckpt_dir, rank=dist.rank,
-                        on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss),
-                        log=lambda msg: ctx.log(f"  {pm.name}: {msg}"))
-    _save_final(model, tok, models_dir / pm.name, history, dist)
-    final_loss = history[-1]["loss"] if history else None
-    fields = {"init": pm.init, "mixture": pm.mixture, "steps": pm.steps, "final_loss": final_loss,
-              "world_size": dist.world_size, "tokens_seen": pm.steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size}
-    if dist.is_main:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        artifacts.write_manifest(models_dir / pm.name, fp, **fields)
-    barrier()
-    return {"fingerprint": fp, **fields}
-
-
-def run(ctx: Any, fp: str) -> dict[str, Any]:
-    r = ctx.recipe
     ctx.upstream("tokens")
-    if r.train.threads:
-        torch.set_num_threads(r.train.threads)
-    tok = load_tokenizer(str(ctx.stage_dir("tokenizer")))
-    preflight_vocab([pm.init for pm in r.plan()], tok, known={pm.name for pm in r.plan()})  # before any training
-    tokens_dir = ctx.stage_dir("tokens")
-    streams = {lang: open_tokens(tokens_dir, lang) for lang in r.languages}
-    out: dict[str, Any] = {}
-    for pm, (name, mfp) in zip(r.plan(), model_fingerprints(ctx).items()):
-        folder = ctx.stage_dir("train") / name
-        if artifacts.is_complete(folder, mfp):
-            ctx.log(f"  [dim]{name}: up to date[/dim]")
-            out[name] = artifacts.read_manifest(folder) or {}
-            continue
-        out[name] = train_one(ctx, pm, mfp, tok, streams)
-        ctx.log(f"  {name}: {pm.steps} steps on {pm.mixture}, final loss {out[name]['final_loss']:.3f}")
-    keys = ("fingerprint", "init", "mixture", "steps", "final_loss")
-    return {"models": {name: {k: m.get(k) for k in keys} for name, m in out.items()}}
+    plan, fps = ctx.recipe.plan(), model_fingerprints(ctx)
+    setup = trainer.setup(ctx, plan)
+    models: list[dict[str, Any]] = []
+    todo = [pm for pm in plan if ctx.is_forced("train")
+            or not ctx.is_current(ctx.stage_dir("train") / pm.name, fps[pm.name], f"model {pm.name}")]
+    clock = trainer.RunClock(sum(trainer.model_steps(pm, ctx.recipe.train, ctx.dist.world_size) for pm in todo))
+    for pm in plan:
+        folder = ctx.stage_dir("train") / pm.name
+        if pm not in todo:
+            ctx.log(f"  [dim]{pm.name}: up to date[/dim]")
+            done = artifacts.read_manifest(folder) or {}
+        else:
+            done = trainer.train_one(ctx, pm, fps[pm.name], setup, clock)
+            epochs = ", ".join(f"{lang} {u['epochs']:.2f}" for lang, u in done["per_language"].items())
+            ctx.log(f"  {pm.name}: {done['steps']} steps, epochs {epochs}, final loss {done['final_loss']:.3f}")
+        models.append(record(ctx, pm, fps[pm.name], done).model_dump(mode="json"))
+    return {"models": models}
 
 
-def model_dirs(ctx: Any) -> dict[str, Path]:
-    return {pm.name: ctx.stage_dir("train") / pm.name for pm in ctx.recipe.plan()}
+def preflight(ctx: Context) -> None:
+    """An external `init` (HF folder or hub id) must be there before any stage runs."""
+    known = {pm.name for pm in ctx.recipe.plan()}
+    for pm in ctx.recipe.plan():
+        if pm.init != "scratch" and pm.init not in known:
+            check_available(pm.init, f"models.{pm.key}.init")
+
+
+STAGE = Stage(name="train", folder="models", reads=("tokenizer", "tokens"), fingerprint=fingerprint, run=run,
+              collective=True, produces_models=True, enabled=lambda r: bool(r.models), enabled_by="models",
+              preflight=preflight)

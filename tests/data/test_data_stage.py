@@ -1,13 +1,14 @@
-"""The data stage on the demo corpus: language ID, dedup, split and per-language stats."""
+"""The data stage on the demo corpus: language ID, dedup, split, per-language stats, `data stats`."""
 
 import gzip
 import json
 from pathlib import Path
 
+import pytest
 from datatrove.data import Document
 
 from occiforge.cli import main
-from occiforge.data.steps import ExactDedupFilter, LanguageIdFilter, SplitAnnotator
+from occiforge.data.steps import LanguageIdFilter, SplitAnnotator
 from occiforge.languages import all_codes
 
 CORE = ["en", "de", "fr", "es", "it"]
@@ -20,13 +21,6 @@ def test_lid_filter_keeps_matching_and_drops_mismatch():
     assert lid.filter(Document(text=de, id="2", metadata={"language": "nl"})) == (False, "lid_mismatch")
     strict = LanguageIdFilter(0.999999, all_codes())
     assert strict.filter(Document(text="Hotel Europa", id="3", metadata={"language": "de"}))[0] is False
-
-
-def test_dedup_normalises_whitespace_and_is_per_language():
-    dedup = ExactDedupFilter()
-    docs = [Document("a  b\nc", "1", metadata={"language": "de"}), Document("a b c", "2", metadata={"language": "de"}),
-            Document("a b c", "3", metadata={"language": "nl"})]
-    assert [dedup.filter(d) for d in docs] == [True, (False, "duplicate"), True]
 
 
 def test_split_is_deterministic_and_respects_given_split():
@@ -65,8 +59,18 @@ def test_hf_reader_labels_a_one_language_dataset():
 
 
 def test_documents_of_other_languages_are_dropped():
-    from occiforge.data.steps import LanguageLabelFilter
+    from occiforge.data.steps import SourceLanguageFilter
 
-    keep = LanguageLabelFilter(["de", "en"])
-    assert keep.filter(Document("x", "1", metadata={"language": "de"})) is True
-    assert keep.filter(Document("x", "2", metadata={"language": "uk"})) == (False, "other_language")
+    keep = SourceLanguageFilter({"web": ["de", "en"]})
+    assert keep.filter(Document("x", "1", metadata={"language": "de", "source": "web"})) is True
+    assert keep.filter(Document("x", "2", metadata={"language": "uk", "source": "web"})) == (False, "other_language")
+
+
+@pytest.mark.slow
+def test_data_stats_prints_the_table(tiny_recipe: Path, capsys):
+    assert main(["data", "-q", "-c", str(tiny_recipe), "--set", "models={}"]) == 0
+    capsys.readouterr()
+    assert main(["data", "stats", "-c", str(tiny_recipe), "--set", "models={}"]) == 0
+    head, *rows = capsys.readouterr().out.splitlines()
+    assert head.split()[:5] == ["lang", "read", "kept", "heldout", "chars"] and "-lid_mismatch" in head and "-duplicate" in head
+    assert [r.split()[0] for r in rows] == ["en", "de"]

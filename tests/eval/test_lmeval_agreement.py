@@ -53,6 +53,8 @@ def compare(ours: dict, samples_file: Path, theirs: dict) -> float:
                 worst = max(worst, *(abs(a - b) for a, b in zip(lls, g["loglikelihoods"], strict=True)))
             res = theirs["results"][name]
             assert (row["acc"], row["acc_norm"]) == (res["acc,none"], res["acc_norm,none"]), name
+            for metric in ("acc", "acc_norm"):  # the intervals the report and model cards show
+                assert row[f"{metric}_stderr"] == pytest.approx(res[f"{metric}_stderr,none"], abs=1e-12), name
     return worst
 
 

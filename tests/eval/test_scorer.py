@@ -115,7 +115,32 @@ def test_metrics_normalise_by_characters_and_break_ties_first():
     assert item_metrics(lls, ["a", "b", "c"], answer=0)["acc"] == 1.0  # tie: the first wins
     mc2 = item_metrics([0.0, 0.0, -1e9], ["a", "b", "c"], 0, labels=[1, 0, 0])["mc2"]
     assert mc2 == pytest.approx(0.5)
-    assert aggregate([{"acc": 1.0}, {"acc": 0.0}, {"acc": 1.0}]) == {"acc": pytest.approx(2 / 3), "n": 3}
+    assert aggregate([{"acc": 1.0}, {"acc": 0.0}, {"acc": 1.0}])["acc"] == pytest.approx(2 / 3)
+
+
+def test_stderr_is_lm_evals_sample_stderr_of_the_mean():
+    agg = aggregate([{"acc": 1.0, "chance": 0.25}, {"acc": 0.0, "chance": 0.25}, {"acc": 1.0, "chance": 0.5}])
+    # sample variance (n - 1) of [1, 0, 1] is 1/3; over sqrt(3): 1/3
+    assert agg == {"acc": pytest.approx(2 / 3), "acc_stderr": pytest.approx(1 / 3), "chance": pytest.approx(1 / 3), "n": 3}
+    assert aggregate([{"acc": 1.0}])["acc_stderr"] is None  # lm-eval's "N/A" for one item
+    assert item_metrics([-1.0, -2.0, -3.0, -4.0], list("abcd"), 0)["chance"] == 0.25
+
+
+def test_identical_choices_are_scored_once_and_tie_exactly(lm):
+    """lm-eval scores each choice alone, so identical choices tie and argmax takes the first; scored
+    at two offsets of one shared row they could differ by ~1e-5 and flip acc_norm."""
+    model, tok = lm
+    ctx = "Question: Which planet is red?\nAnswer:"
+    dup, uniq = [" Mars", " Venus", " Mars", " Jupiter"], [" Mars", " Venus", " Jupiter"]
+    for sharing in (True, False):
+        scorer = Scorer(model, tok, prefix_sharing=sharing)
+        got = scorer.loglikelihoods([(ctx, dup), (ctx, uniq)])
+        a, v, j = got.loglikelihoods[1]
+        assert got.loglikelihoods[0] == [a, v, a, j]  # exactly, not approximately
+        assert got.stats["continuations"] == 6  # the second " Mars" was not scored again
+    best = max(range(4), key=lambda k: ([a, v, a, j][k], -k))
+    assert item_metrics([a, v, a, j], ["Mars", "Venus", "Mars", "Jupiter"], answer=best)["acc"] == 1.0
+    assert item_metrics([a, a], ["Mars", "Mars"], answer=1) == {"acc": 0.0, "acc_norm": 0.0, "chance": 0.5}
 
 
 class Transformers517(LlamaForCausalLM):
@@ -135,3 +160,12 @@ def test_every_way_of_selecting_logits_gives_the_same_scores(tiny_model, lm, req
     plain = Scorer(*lm)
     plain._keep_mode = None  # a model without logits_to_keep: every position's logits
     assert [v for r in plain.loglikelihoods(requests).loglikelihoods for v in r] == pytest.approx(want, abs=1e-5)
+
+
+def test_progress_reports_every_batch_up_to_the_total(lm, requests):
+    scorer = Scorer(*lm, batch_size=4)
+    seen: list[tuple[int, int]] = []
+    scorer.progress = lambda done, total: seen.append((done, total))
+    rows = scorer.loglikelihoods(requests).stats["rows"]
+    assert seen[-1] == (rows, rows) and len(seen) == -(-rows // 4)  # one call per batch, ending at the total
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

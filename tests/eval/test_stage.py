@@ -36,7 +36,8 @@ def test_eval_stage_scores_every_model_and_writes_the_leaderboard(tmp_path, tiny
     assert board == json.loads(json.dumps(leaderboard.build(mc)))
     assert (ev / "leaderboard.md").read_text().startswith("## Leaderboard")
     page = (tmp_path / "run" / "report" / "index.html").read_text()
-    assert "Leaderboard: multiple choice" in page and (tmp_path / "run" / "report" / "leaderboard.png").is_file()
+    assert "Multiple choice: demo_qa (acc)" in page and "Multiple choice: quiz (acc)" in page
+    assert 'src="data:image/png;base64,' in page and "± " in page  # charts inlined, intervals shown
 
     # per-model caching: new items re-score every model, an unchanged recipe none
     before = {p: (p / "manifest.json").stat().st_mtime_ns for p in ev.iterdir() if p.is_dir()}

@@ -14,11 +14,11 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from occiforge.cli import main
-from tests.conftest import REPO, tiny_tree
+from tests.conftest import REPO, free_port, tiny_tree
 
 
-def _torchrun(recipe: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={port}",
+def _torchrun(recipe: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={free_port()}",
            "-m", "occiforge.cli", "train", "-c", str(recipe)]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, )
 
@@ -35,7 +35,7 @@ def prepared(tmp_path: Path) -> Path:
 
 
 def test_two_ranks_train_and_save_a_hf_model(prepared: Path):
-    proc = _torchrun(prepared, 29611)
+    proc = _torchrun(prepared)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     folder = prepared.parent / "run" / "models" / "base"
@@ -54,7 +54,7 @@ def test_two_rank_checkpoint_resumes_in_one_process(prepared: Path):
     tree["train"].update(steps=3000, save_every=8)
     prepared.write_text(yaml.safe_dump(tree, sort_keys=False))
     state = prepared.parent / "run" / "models" / ".base.ckpt" / "latest" / "trainer_state.json"
-    proc = _torchrun(prepared, 29612)
+    proc = _torchrun(prepared)
     end = time.time() + 240
     while not state.exists():
         assert proc.poll() is None and time.time() < end, "no checkpoint appeared"

@@ -1,15 +1,20 @@
 """The training loop: schedule, determinism, and exact resumption from safetensors checkpoints."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from occiforge import checkpoint
+from occiforge.loop import LoopSpec, lr_at, make_optimizer, train
 from occiforge.recipe import OptimConfig
-from occiforge.train import checkpoint
-from occiforge.train.loop import LoopSpec, lr_at, train
 from occiforge.train.sampler import MixtureSampler
 
 
@@ -64,7 +69,7 @@ def test_interrupted_training_resumes_exactly(tmp_path: Path):
 
     with pytest.raises(KeyboardInterrupt):
         train(interrupted, _batches, _spec(), tmp_path / "b", on_step=kill_at_7)
-    assert checkpoint.load_state(tmp_path / "b")["step"] == 6
+    assert checkpoint.usable(tmp_path / "b", print)["step"] == 6
     files = list((tmp_path / "b" / "latest").iterdir())
     assert {p.suffix for p in files} == {".safetensors", ".json"}  # nothing that would need unpickling
     assert {"optimizer_groups.json", "trainer_state.json"} <= {p.name for p in files}
@@ -91,3 +96,146 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path: Path):
 def test_training_lowers_the_loss(tmp_path: Path):
     history = train(_model(), _batches, _spec(30), tmp_path)
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+
+
+# --- the loss is sum of token NLLs / target tokens of the whole optimizer step -------------------
+
+_MASKED = [0, 3, 16, 9, 1, 12, 5, 17]  # -100 on the first k of 17 tokens: 16+14, 1+8, 16+5, 12+0 targets per pair
+
+
+def _with(steps: int, **over: object) -> LoopSpec:
+    return LoopSpec(**{**_spec(steps).__dict__, **over})
+
+
+def _masked_rows(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """8 rows for `step` with unevenly masked labels (like SFT prompts); one row has no target at all."""
+    ids, _ = _sampler().batch(step, 8)
+    labels = ids.clone()
+    for row, k in enumerate(_MASKED):
+        labels[row, :k] = -100
+    return ids, labels
+
+
+def _rows(step: int, lo: int, hi: int) -> dict[str, torch.Tensor]:
+    ids, labels = _masked_rows(step)
+    return {"input_ids": ids[lo:hi], "labels": labels[lo:hi]}
+
+
+def _assert_same_params(a: torch.nn.Module, b: torch.nn.Module, atol: float) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=atol, rtol=0), f"{name}: {(p - q).abs().max()}"
+
+
+def test_grad_accum_splits_of_a_masked_step_give_the_same_update(tmp_path: Path):
+    whole, split = _model(), _model()
+    train(whole, lambda step, micro: _rows(step, 0, 8), _with(2, grad_accum=1), tmp_path / "a")
+    train(split, lambda step, micro: _rows(step, 2 * micro, 2 * micro + 2), _with(2, grad_accum=4), tmp_path / "b")
+    _assert_same_params(whole, split, atol=1e-6)
+    assert not all(torch.equal(p, q) for p, q in zip(_model().parameters(), whole.parameters()))  # it trained
+
+
+def test_logged_loss_is_token_nll_sum_over_target_count(tmp_path: Path):
+    model = _model()
+    micros = [_rows(0, 0, 4), _rows(0, 4, 8)]
+    with torch.no_grad():
+        nll = [F.cross_entropy(model(input_ids=m["input_ids"]).logits[:, :-1].reshape(-1, 50),
+                               m["labels"][:, 1:].reshape(-1), ignore_index=-100, reduction="sum") for m in micros]
+    counts = [int((m["labels"][:, 1:] != -100).sum()) for m in micros]
+    expected = float(sum(nll)) / sum(counts)
+    seen: list[float] = []
+    history = train(model, lambda step, micro: micros[micro], _with(1, grad_accum=2), tmp_path, on_step=lambda s, loss: seen.append(loss))
+    assert seen[0] == pytest.approx(expected, abs=1e-6) and history[0]["loss"] == pytest.approx(expected, abs=1e-5)
+    per_micro_mean = sum(float(n) / c for n, c in zip(nll, counts)) / 2  # the old formula, visibly different here
+    assert abs(per_micro_mean - expected) > 1e-3
+
+
+def test_unmasked_single_micro_batch_is_bit_identical_to_the_mean_loss(tmp_path: Path):
+    """grad_accum=1 without masking must reproduce `model(**batch).loss` training bit for bit (same demo numbers)."""
+    spec = _with(5, grad_accum=1, save_every=100)
+    new, old = _model(), _model()
+    seen: list[float] = []
+    train(new, _batches, spec, tmp_path, on_step=lambda s, loss: seen.append(loss))
+    opt, old_losses = make_optimizer(old, spec), []
+    for step in range(spec.steps):  # the loop as it was before sum/count
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, spec)
+        loss = old(**_batches(step, 0)).loss
+        loss.backward()
+        old_losses.append(float(loss.detach()))
+        torch.nn.utils.clip_grad_norm_(old.parameters(), spec.optim.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert seen == old_losses
+    for (name, p), q in zip(new.named_parameters(), old.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_only_logged_steps_read_the_loss_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Reading a device value back stalls the GPU pipeline: the loop may do it once per logged step only.
+    (Label counting reads CPU integer tensors, which never touch the device, so only float reads count.)"""
+    reads: list[str] = []
+
+    def counting(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def read(self: torch.Tensor, *args: object) -> object:
+            if self.is_floating_point() and sys._getframe(1).f_code.co_filename.endswith("loop.py"):
+                reads.append(name)
+            return original(self, *args)
+        return read
+
+    for name in ("__float__", "item", "tolist", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    history = train(_model(), _batches, _with(6, log_every=5, save_every=100), tmp_path)
+    assert [h["step"] for h in history] == [0, 5] and len(reads) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA sync detection needs a GPU")
+def test_unlogged_steps_never_synchronize_the_gpu(tmp_path: Path):
+    def sync_debug(step: int, loss: float) -> None:
+        torch.cuda.set_sync_debug_mode("error" if step == 0 else "default")  # steps 1 and 2 run with errors armed
+
+    try:
+        train(_model().cuda(), _batches, _with(4, log_every=100, save_every=100), tmp_path, on_step=sync_debug)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def _rank_main(rank: int, world: int, store: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        model = _model()
+        fully_shard(model, mesh=init_device_mesh("cpu", (world,)))  # gloo on CPU even where a GPU exists
+        get_batch = lambda step, micro: _rows(step, 4 * rank + 2 * micro, 4 * rank + 2 * micro + 2)  # noqa: E731
+        history = train(model, get_batch, _with(2, grad_accum=2, save_every=100), Path(out) / "ckpt", rank=rank)
+        params = [p.full_tensor() for p in model.parameters()]
+        if rank == 0:
+            torch.save({"params": params, "history": history}, Path(out) / "result.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_with_unequal_target_counts_match_one_process(tmp_path: Path):
+    """Rank 0 holds 39 targets a step, rank 1 33: the loss must still be global sum / global count."""
+    mp.spawn(_rank_main, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    result = torch.load(tmp_path / "result.pt")
+    single = _model()
+    history = train(single, lambda step, micro: _rows(step, 0, 8), _with(2, grad_accum=1, save_every=100), tmp_path / "one")
+    assert [h["loss"] for h in result["history"]] == pytest.approx([h["loss"] for h in history], abs=1e-5)
+    for (name, p), q in zip(single.named_parameters(), result["params"]):
+        assert torch.allclose(p, q, atol=1e-6, rtol=0), name
+
+
+def test_wsd_warms_up_holds_then_decays_over_its_last_fraction():
+    spec = LoopSpec(**{**_spec(100).__dict__, "optim": OptimConfig(warmup_steps=10, schedule="wsd", decay_fraction=0.2,
+                                                                   min_lr_ratio=0.1)})
+    lrs = [lr_at(s, spec) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[9] == pytest.approx(1e-2)
+    assert all(lr == pytest.approx(1e-2) for lr in lrs[9:82])  # stable: 90 steps after warm-up, the last 18 decay
+    assert all(a > b for a, b in zip(lrs[82:], lrs[83:])) and lrs[-1] == pytest.approx(1e-3)
+
+
+def test_constant_schedule_and_every_model_rewarms_from_zero():
+    spec = LoopSpec(**{**_spec(50).__dict__, "optim": OptimConfig(warmup_steps=5, schedule="constant")})
+    assert [lr_at(s, spec) for s in (0, 4, 5, 49)] == pytest.approx([2e-3, 1e-2, 1e-2, 1e-2])
+    assert OptimConfig().warmup_steps > 0  # the default re-warms every model, continued ones included

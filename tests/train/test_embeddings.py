@@ -8,7 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from occiforge.errors import UserError
-from occiforge.tokenizer.embeddings import (TIED_SCALES, best_scale, centre, hidden_states, init_new_embeddings, new_rows,
+from occiforge.train.embeddings import (TIED_SCALES, best_scale, centre, hidden_states, init_new_embeddings, new_rows,
                                             sample_nll, sample_windows)
 
 RECORD = {"base_vocab_size": 20, "added": [{"id": 20, "pieces": [3, 5]}, {"id": 21, "pieces": [7, 8, 9]}]}
@@ -46,7 +46,7 @@ def test_mean_and_random():
     init_new_embeddings(model, RECORD, "mean")
     assert torch.allclose(model.get_input_embeddings().weight[20:], old_in.mean(0).expand(2, -1))
     model = _model(tied=True)
-    init_new_embeddings(model, {**RECORD, "init": "random"})  # the record's init is the default
+    init_new_embeddings(model, RECORD, "random")
     rows = model.get_input_embeddings().weight[20:]
     assert rows.abs().max() < 0.2 and rows.std() > 0.005  # N(0, 0.02), not copies of old rows
 
@@ -114,7 +114,7 @@ def test_calibrated_decomposition_needs_text():
     with pytest.raises(UserError, match="needs training text in el"):
         init_new_embeddings(_model(tied=True), {**RECORD, "languages": ["el"]}, "decomposition-calibrated")
     model = _model(tied=True)
-    init_new_embeddings(model, RECORD, sample=_sample())  # the default init calibrates
+    init_new_embeddings(model, RECORD, "decomposition-calibrated", sample=_sample())
     assert not torch.allclose(model.get_input_embeddings().weight[20], model.get_input_embeddings().weight[[3, 5]].mean(0))
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from occiforge.train.distributed import barrier
+from occiforge import artifacts
+from occiforge.dist import barrier
+from occiforge.errors import UserError
 
-LATEST = "latest"
+LATEST, PREVIOUS = "latest", "previous"
 
 
 @contextmanager
@@ -66,24 +69,62 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         tmp.mkdir(parents=True)
     barrier()
     flat, groups = _flat(model, optimizer)
-    with _single_process_ok():
-        # save_distributed: one file per rank (without it every rank writes the same file name)
-        dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=True))
-    barrier()
+    final = folder / LATEST
+    try:
+        with _single_process_ok():
+            # save_distributed: one file per rank (without it every rank writes the same file name)
+            dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=True))
+        barrier()
+        if rank == 0:
+            (tmp / "optimizer_groups.json").write_text(json.dumps(groups))
+            files = {p.name: [p.stat().st_size, artifacts.file_digest(p)] for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / "trainer_state.json").write_text(json.dumps({**state, "files": files}))  # last: marks it complete
+    except OSError as e:  # a full disk, a quota: the checkpoint before this one is still whole
+        raise UserError(f"checkpoint: cannot write {tmp} ({e.strerror or e}); {final} is intact; "
+                        "free some space and run the same command again to resume") from None
     if rank == 0:
-        (tmp / "optimizer_groups.json").write_text(json.dumps(groups))
-        (tmp / "trainer_state.json").write_text(json.dumps(state))
-        final, old = folder / LATEST, folder / f".{LATEST}.old"
+        previous = folder / PREVIOUS
+        shutil.rmtree(previous, ignore_errors=True)
         if final.exists():
-            os.replace(final, old)
+            os.replace(final, previous)  # kept until the next save: the fallback if `latest` is damaged
         os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
     barrier()
 
 
-def load_state(folder: Path) -> dict[str, Any] | None:
-    path = folder / LATEST / "trainer_state.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def damage(ckpt: Path) -> str | None:
+    """What is wrong with a checkpoint folder (a file missing, cut short or changed), or None."""
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json unreadable ({e.__class__.__name__})"
+    for name, (size, digest) in state.get("files", {}).items():
+        path = ckpt / name
+        if not path.is_file() or path.stat().st_size != size or artifacts.file_digest(path) != digest:
+            return f"{name} is missing or changed"
+    return None
+
+
+def usable(folder: Path, log: Callable[[str], None], rank: int = 0) -> dict[str, Any] | None:
+    """The trainer state of the newest whole checkpoint in `folder`; a damaged one is set aside
+    (renamed, never deleted) and the previous one is tried, saying so."""
+    for name in (LATEST, PREVIOUS):
+        ckpt = folder / name
+        if not ckpt.is_dir():
+            continue
+        if (problem := damage(ckpt)) is None:
+            if name == PREVIOUS and rank == 0:
+                os.replace(ckpt, folder / LATEST)
+            barrier()
+            return json.loads((folder / LATEST / "trainer_state.json").read_text())
+        barrier()  # every rank has looked before rank 0 renames
+        if rank == 0:
+            # beside the checkpoint folder, which a fresh start removes: a damaged one is kept for a look
+            stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
+            while (aside := folder.parent / f"{folder.name}.{name}.damaged-{stamp}{f'-{n}' if n else ''}").exists():
+                n += 1
+            os.replace(ckpt, aside)
+            log(f"checkpoint {ckpt} is damaged ({problem}); set aside as {aside.name}")
+    return None
 
 
 def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from occiforge.errors import UserError
-from occiforge.eval.bpb import nll_sum
+from occiforge.lm import nll_sum
 
 INITS = ("decomposition-calibrated", "decomposition", "mean", "random")
 CALIBRATED = "decomposition-calibrated"
@@ -55,7 +55,7 @@ def new_rows(weight: torch.Tensor, base_rows: int, pieces: list[list[int]], meth
         if any(not p or max(p) >= base_rows for p in pieces):
             raise UserError("tokenizer extension: a new token's pieces are not all old tokens; re-run the tokenizer stage")
         return torch.stack([old[torch.tensor(p)].mean(0) for p in pieces])
-    raise UserError(f"tokenizer.extend.init: unknown init {method!r} (choose from {', '.join(INITS)})")
+    raise UserError(f"embedding_init: unknown init {method!r} (choose from {', '.join(INITS)})")
 
 
 def sample_windows(streams: dict[str, np.ndarray], languages: list[str], length: int = SAMPLE_LENGTH, per_language: int = SAMPLE_WINDOWS) -> list[torch.Tensor]:
@@ -106,7 +106,7 @@ def best_scale(states: torch.Tensor, targets: torch.Tensor, old: torch.Tensor, n
 
 
 @torch.no_grad()
-def init_new_embeddings(model: Any, record: dict[str, Any], method: str | None = None, seed: int = 0,
+def init_new_embeddings(model: Any, record: dict[str, Any], method: str, seed: int = 0,
                         sample: list[torch.Tensor] | None = None) -> None:
     """Grow `model`'s embeddings to cover the extension and initialise the new rows in place.
 
@@ -116,9 +116,8 @@ def init_new_embeddings(model: Any, record: dict[str, Any], method: str | None =
     added = record["added"]
     if not added:
         return
-    method = method or record.get("init", CALIBRATED)
     if method == CALIBRATED and not sample:
-        raise UserError(f"tokenizer.extend.init: {CALIBRATED} needs training text in {', '.join(record.get('languages', [])) or 'the target languages'}")
+        raise UserError(f"embedding_init: {CALIBRATED} needs training text in {', '.join(record.get('languages', [])) or 'the target languages'}")
     base = int(record["base_vocab_size"])
     ids = torch.tensor([a["id"] for a in added])
     pieces = [a["pieces"] for a in added]

@@ -1,0 +1,165 @@
+"""occiforge's training loop versus `transformers.Trainer` and a bare PyTorch loop, on CPU.
+
+Same tiny Llama (hidden 256, 4 layers, 4 heads, MLP 688, vocabulary 8192, tied embeddings,
+seeded), same rows (the demo corpus tokenized with an 8192-token BPE trained by occiforge's own
+helpers, cut into rows of 256), batch 8, fp32, AdamW (betas 0.9/0.95, no weight decay), gradient
+clipping at 1.0, the same number of optimizer steps. Each side runs in its own process, timed from
+the first step to the last (imports and model build excluded; wall and CPU time), alternating sides, several
+repetitions; medians are reported with each side's peak resident memory (VmHWM). Usage:
+
+    python benchmarks/bench_train.py [--reps 3] [--steps 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SEQ, BATCH, VOCAB = 256, 8, 8192
+SIDES = ("occiforge", "trainer", "bare")
+
+
+def make_rows(path: Path, steps: int) -> None:
+    import numpy as np
+
+    from occiforge.recipe import TokenizerConfig
+    from occiforge.tokenizer.train import train_tokenizer
+
+    files = sorted((REPO / "occiforge" / "demo" / "corpus").glob("*.jsonl"))
+    texts = [json.loads(line)["text"] for f in files for line in f.open(encoding="utf-8")]
+    tok = train_tokenizer(texts, TokenizerConfig(vocab_size=VOCAB, min_frequency=1))
+    ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(texts)])
+    need = steps * BATCH * SEQ
+    ids = np.resize(ids, need)  # repeated if the corpus is shorter than the run
+    np.save(path, ids.reshape(steps * BATCH, SEQ))
+
+
+def model():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                      intermediate_size=688, max_position_embeddings=SEQ, tie_word_embeddings=True)
+    m = LlamaForCausalLM(cfg)
+    m.config.use_cache = False
+    return m
+
+
+def _clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads): on a shared machine CPU time is the fairer figure."""
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t0: tuple[float, float]) -> tuple[float, float]:
+    t1 = _clock()
+    return t1[0] - t0[0], t1[1] - t0[1]
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_side(side: str, rows_path: Path, steps: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    rows = torch.from_numpy(np.load(rows_path))
+    m = model()
+    losses: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if side == "occiforge":
+            from occiforge.loop import LoopSpec, train
+            from occiforge.recipe import OptimConfig
+
+            spec = LoopSpec(steps=steps, lr=1e-3, optim=OptimConfig(warmup_steps=2, schedule="cosine"), grad_accum=1,
+                            precision="fp32", save_every=10**9, log_every=10, fingerprint="bench")
+
+            def get_batch(step: int, micro: int) -> dict:
+                x = rows[step * BATCH : (step + 1) * BATCH]
+                return {"input_ids": x, "labels": x}
+
+            t0 = _clock()
+            hist = train(m, get_batch, spec, Path(tmp) / "ckpt")
+            elapsed = _since(t0)
+            losses = [h["loss"] for h in hist]
+        elif side == "trainer":
+            from transformers import Trainer, TrainingArguments, default_data_collator
+
+            data = [{"input_ids": r, "labels": r} for r in rows]
+            args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-3,
+                                     lr_scheduler_type="cosine", warmup_steps=2, weight_decay=0.0, adam_beta1=0.9,
+                                     adam_beta2=0.95, max_grad_norm=1.0, logging_steps=10, save_strategy="no", report_to=[],
+                                     use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True, optim="adamw_torch")
+            trainer = Trainer(model=m, args=args, train_dataset=data, data_collator=default_data_collator)
+            trainer.train_dataloader_shuffle = False
+            t0 = _clock()
+            trainer.train()
+            elapsed = _since(t0)
+            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        else:
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
+            m.train()
+            t0 = _clock()
+            for step in range(steps):
+                x = rows[step * BATCH : (step + 1) * BATCH]
+                loss = m(input_ids=x, labels=x).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if step % 10 == 0 or step == steps - 1:
+                    losses.append(float(loss))
+            elapsed = _since(t0)
+    return {"side": side, "seconds": elapsed[0], "cpu_seconds": elapsed[1], "peak_rss_mb": peak_rss_mb(), "losses": losses}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--side", choices=SIDES)
+    ap.add_argument("--rows")
+    a = ap.parse_args()
+    if a.side:
+        print(json.dumps(run_side(a.side, Path(a.rows), a.steps, a.threads)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = Path(tmp) / "rows.npy"
+        make_rows(rows, a.steps)
+        results: dict[str, list[dict]] = {s: [] for s in SIDES}
+        for rep in range(a.reps):
+            order = SIDES[rep % 3:] + SIDES[: rep % 3]  # alternate who goes first
+            for side in order:
+                out = subprocess.run([sys.executable, __file__, "--side", side, "--rows", str(rows), "--steps", str(a.steps),
+                                      "--threads", str(a.threads)], cwd=REPO, capture_output=True, text=True, check=True)
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                results[side].append(res)
+                print(f"rep {rep} {side}: {res['seconds']:.2f} s wall, {res['cpu_seconds']:.2f} s CPU, peak RSS {res['peak_rss_mb']:.0f} MB, losses {res['losses']}",
+                      flush=True)
+    med = {s: statistics.median(r["seconds"] for r in results[s]) for s in SIDES}
+    cpu = {s: statistics.median(r["cpu_seconds"] for r in results[s]) for s in SIDES}
+    rss = {s: statistics.median(r["peak_rss_mb"] for r in results[s]) for s in SIDES}
+    print(f"\n{a.steps} optimizer steps of {BATCH} x {SEQ} tokens, {a.threads} threads, median of {a.reps}")
+    print("| side | wall s | CPU s | tokens per CPU-second | peak RSS |\n|---|---|---|---|---|")
+    for s in SIDES:
+        print(f"| {s} | {med[s]:.2f} | {cpu[s]:.2f} | {a.steps * BATCH * SEQ / cpu[s]:,.0f} | {rss[s]:.0f} MB |")
+    for name, d in (("wall", med), ("CPU", cpu)):
+        print(f"{name}: occiforge {d['trainer'] / d['occiforge']:.2f}x the Trainer's speed, "
+              f"{d['bare'] / d['occiforge']:.2f} of the bare loop's")
+
+
+if __name__ == "__main__":
+    main()

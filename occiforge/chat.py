@@ -1,0 +1,151 @@
+"""Conversations: reading them, the chat template, and assistant-only targets.
+
+The ChatML template (Occiglot's choice for its instruct models) is stored in the tokenizer, with
+`<|im_start|>` and `<|im_end|>` added as special tokens, so a saved model answers through
+`tokenizer.apply_chat_template` + `model.generate` like any HF chat model. Assistant targets are
+found from the rendered text, not from template markers: turn i covers the characters between
+`render(messages[:i], add_generation_prompt=True)` and `render(messages[:i+1])`, so any template
+that renders a conversation as the concatenation of its turns works, the tokenizer's own included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from occiforge.errors import UserError
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+ROLES = ("system", "user", "assistant")
+# BOS first where the tokenizer has one: every pre-training document started with it
+CHATML = (
+    "{{ bos_token if bos_token else '' }}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+DEMO_SFT = Path(__file__).resolve().parent / "demo" / "sft"
+
+Messages = list[dict[str, str]]
+
+
+def with_template(tok: Any, template: str, where: str) -> Any:
+    """`tok` ready for conversations: `chatml` adds the two special tokens (new ids after every old
+    one) and the template; `tokenizer` keeps the tokenizer's own template, an error where it has none.
+    End of a turn is end of generation: the saved generation config stops there."""
+    if template == "tokenizer":
+        if not getattr(tok, "chat_template", None):
+            raise UserError(f"{where}: the tokenizer has no chat template; use chat_template: chatml")
+        return tok
+    tok.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]})
+    tok.chat_template = CHATML
+    return tok
+
+
+def end_of_turn_id(tok: Any) -> int:
+    """The token that ends an assistant turn: `<|im_end|>` under ChatML, else EOS."""
+    vocab = tok.get_vocab()
+    return int(vocab.get(IM_END, tok.eos_token_id))
+
+
+def check_messages(messages: Any, where: str) -> Messages:
+    """Messages as a list of {role, content} with at least one assistant turn, or a one-line error."""
+    if not isinstance(messages, list) or not messages:
+        raise UserError(f"{where}: no messages")
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise UserError(f"{where}: a message must be {{role: system|user|assistant, content: text}}, got {str(m)[:80]!r}")
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        raise UserError(f"{where}: the conversation has no assistant turn")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def to_messages(record: dict[str, Any], key: str, where: str) -> Messages:
+    """A record's conversation: `key` (messages), or instruction/response as one exchange."""
+    if key in record:
+        return check_messages(record[key], where)
+    if "instruction" in record and "response" in record:
+        return check_messages([{"role": "user", "content": record["instruction"]},
+                               {"role": "assistant", "content": record["response"]}], where)
+    raise UserError(f"{where}: no {key!r} (nor instruction/response) in the record")
+
+
+def iter_records(path: str, lang: str, split: str, lang_key: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) of one language from a source: builtin:demo, a folder of <lang>.jsonl, or hf:<id>."""
+    if path.startswith("hf:"):
+        import datasets
+
+        ds = datasets.load_dataset(path[3:], split=split)
+        for i, rec in enumerate(ds):
+            if rec.get(lang_key, lang) == lang:
+                yield f"{path} row {i}", rec
+        return
+    from occiforge.io import iter_jsonl
+
+    file = (DEMO_SFT if path == "builtin:demo" else Path(path)) / f"{lang}.jsonl"
+    if not file.is_file():
+        raise UserError(f"{path}: no {lang}.jsonl in {file.parent}")
+    for i, rec in enumerate(iter_jsonl(file), 1):
+        if rec.get(lang_key, lang) == lang:
+            yield f"{file} record {i}", rec
+
+
+def encode(tok: Any, messages: Messages, where: str) -> tuple[list[int], list[bool]]:
+    """Token ids of the rendered conversation and, per token, whether it is an assistant target
+    (its content and the token that ends its turn)."""
+    full = tok.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = len(tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)) if i else 0
+        turn = tok.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not full.startswith(turn):
+            raise UserError(f"{where}: the chat template does not render a conversation turn by turn")
+        spans.append((start, len(turn.rstrip())))  # the newline after the end-of-turn token is not a target
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [any(s <= a < e for s, e in spans) for a, _ in enc["offset_mapping"]]
+    return list(enc["input_ids"]), mask
+
+
+def reply(model: Any, tok: Any, messages: Messages, max_new_tokens: int = 64) -> str:
+    """The model's next assistant turn (greedy), through the tokenizer's chat template."""
+    import torch
+
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = {k: v.to(model.device) for k, v in ids.items()}
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=end_of_turn_id(tok), pad_token_id=tok.pad_token_id)
+    return str(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)).strip()
+
+
+def repl(model_path: str, max_new_tokens: int = 128, system: str | None = None) -> int:
+    """`occiforge chat --model PATH`: a terminal conversation with a saved model (EOF or /exit ends it,
+    /reset starts over). Lines come from stdin, so a conversation can also be piped in."""
+    import sys
+
+    from occiforge.lm import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(model_path)
+    if not getattr(tok, "chat_template", None):
+        raise UserError(f"{model_path}: the tokenizer has no chat template (train a `kind: sft` model, or use an instruct model)")
+    model = load_causal_lm(model_path).eval()
+    start = [{"role": "system", "content": system}] if system else []
+    messages = list(start)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        if line.strip() == "/reset":
+            messages = list(start)
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.strip()})
+        answer = reply(model, tok, messages, max_new_tokens)
+        messages.append({"role": "assistant", "content": answer})
+        print(f"model> {answer}" if interactive else answer, flush=True)

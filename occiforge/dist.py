@@ -1,0 +1,74 @@
+"""Process-group bookkeeping for torchrun, shared by every stage. Single-process runs need none.
+
+torch is imported inside the functions: the CLI, the runner and `occiforge validate` use
+`DistInfo` without paying for `import torch` (about 4 s).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> str:
+        """`cuda:<local rank>` where a GPU is present, else `cpu` (torch takes either string)."""
+        import torch
+
+        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+
+    @classmethod
+    def single(cls) -> DistInfo:
+        return cls()
+
+
+def init() -> DistInfo:
+    """Join the process group torchrun set up (NCCL on GPU, gloo on CPU); none for one process."""
+    info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                    int(os.environ.get("LOCAL_RANK", "0")))
+    if info.world_size == 1:
+        return info
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return info
+
+
+def is_initialized() -> bool:
+    if "torch" not in sys.modules:  # nothing can have started a process group without torch
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def barrier() -> None:
+    if is_initialized():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_reduce_sum(value: Any) -> Any:
+    """Sum a tensor over ranks in place (a no-op in a single process); returns it."""
+    if is_initialized():
+        import torch.distributed as dist
+
+        dist.all_reduce(value)
+    return value

@@ -1,0 +1,136 @@
+"""What a training run shows while it runs: logs, validation, throughput figures, and stopping on a signal.
+
+- `TrainLog`: every logged step as one JSON line (`train_log.jsonl`) and as TensorBoard scalars,
+  both in the model's checkpoint folder while it trains and copied into the model folder at the end.
+- `validation`: held-out loss per language, on fixed rows of the tokens stage's held-out split.
+- `flops_per_token` / `peak_flops`: the figures MFU is computed from (PaLM appendix B).
+- `GracefulStop`: SIGTERM or SIGINT ask the loop to write a checkpoint after the current step
+  and stop (exit 0 for SIGTERM, as schedulers expect; 130 for Ctrl-C); a second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+LOG_FILE, TB_DIR = "train_log.jsonl", "tb"
+EXIT_CODES = {signal.SIGTERM: 0, signal.SIGINT: 130}  # SIGTERM: schedulers expect 0; Ctrl-C: 130 as the CLI
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}  # dense, per GPU
+
+
+class TrainLog:
+    """Appends logged records to train_log.jsonl and TensorBoard (rank 0 only; a resumed run drops
+    the records at or after its resume step, so a step is never logged twice)."""
+
+    def __init__(self, folder: Path, start: int, tensorboard: bool, enabled: bool = True):
+        self.folder, self.start, self.tensorboard, self.enabled = folder, start, tensorboard, enabled
+        self.writer: Any = None
+        self.opened = False
+
+    def _open(self) -> None:
+        """On the first record: the loop has resumed (or cleared a stale checkpoint folder) by then."""
+        self.opened = True
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOG_FILE
+        kept = [x for x in path.read_text().splitlines() if json.loads(x)["step"] < self.start] if path.is_file() else []
+        path.write_text("".join(f"{line}\n" for line in kept))
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.folder / TB_DIR), purge_step=self.start or None)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if not self.opened:
+            self._open()
+        with open(self.folder / LOG_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, dict):
+                    for sub, v in value.items():
+                        self.writer.add_scalar(f"{key}/{sub}", v, record["step"])
+                elif key != "step":
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def validation(heldout: dict[str, Any], window: int, tokens: int, batch_size: int) -> Any:
+    """`validate(model)` -> mean next-token loss per language on its first `tokens` held-out tokens,
+    cut into rows of `window` (the same rows at every call, so the curve is comparable)."""
+    rows = {}
+    for lang, ids in heldout.items():
+        n = min(len(ids), tokens) // window
+        if n:
+            rows[lang] = torch.from_numpy(np.asarray(ids[: n * window], dtype=np.int64).reshape(n, window))
+
+    def validate(model: torch.nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        out = {}
+        for lang, x in rows.items():
+            total = 0.0
+            for chunk in x.split(batch_size):
+                chunk = chunk.to(device)
+                total += float(model(input_ids=chunk, labels=chunk, use_cache=False).loss) * len(chunk)
+            out[lang] = total / len(x)
+        return out
+
+    return validate
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """6·N (forward and backward over every weight, embeddings excluded) + 12·L·d·T for attention."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+def peak_flops(device: str | torch.device) -> float | None:
+    """The dense bf16 peak of the GPU by name; None on CPU or an unknown GPU (no MFU is shown)."""
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+class GracefulStop:
+    """While active, SIGTERM/SIGINT set a flag the loop reads after each step (`should_stop`)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, from the last checkpoint
+        self.signum = signum
+
+    def should_stop(self) -> bool:
+        return self.signum is not None
+
+    def reason(self) -> tuple[str, int]:
+        sig = signal.Signals(self.signum or signal.SIGTERM)
+        return f"stopped by {sig.name}", EXIT_CODES.get(sig, 0)
+
+    def __enter__(self) -> GracefulStop:  # noqa: PYI034
+        for sig in EXIT_CODES:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -1,0 +1,176 @@
+"""Training rows from whole documents: a seeded, shuffled pass over each language, packed best-fit.
+
+Every language's documents (or conversations) are read in a fresh permutation each epoch and
+packed, chunk by chunk, into rows of `window` tokens with best-fit decreasing, so a document that
+fits in a row is never cut; a longer one is cut into window-sized pieces (conversations longer
+than a row are left out and counted: half a conversation teaches the wrong thing). Each row then
+draws its language from the mixture weights. The whole plan is a pure function of the seed and
+the documents, so row `g` is the same in an interrupted and a resumed run, and the run knows up
+front how many tokens and epochs of each language it will use.
+
+Labels: the first token of every piece is never a target (nothing in the row predicts it), and
+with a target mask (conversations) only its tokens are. Conversations restart `position_ids`
+per piece, which transformers turns into attention kept inside each conversation.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from occiforge.errors import UserError
+
+CHUNK = 4096  # pieces best-fit together: the packing's look-ahead within an epoch
+
+
+@dataclass
+class Docs:
+    """One language's documents: ids back to back, offsets (n + 1), and an optional target mask."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    targets: np.ndarray | None = None
+
+
+def pieces(docs: Docs, window: int, split_long: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """(starts, lengths) of the items to pack, and how many documents were left out as too long."""
+    starts, lens = docs.offsets[:-1].astype(np.int64), np.diff(docs.offsets).astype(np.int64)
+    keep = lens > 0
+    starts, lens = starts[keep], lens[keep]
+    long = lens > window
+    if not split_long:
+        return starts[~long], lens[~long], int(long.sum())
+    out_s, out_l = [starts[~long]], [lens[~long]]
+    for s, n in zip(starts[long], lens[long]):
+        cuts = np.arange(0, n, window)
+        out_s.append(s + cuts)
+        out_l.append(np.minimum(window, n - cuts))
+    order = np.argsort(np.concatenate(out_s), kind="stable")  # back in document order
+    return np.concatenate(out_s)[order], np.concatenate(out_l)[order], 0
+
+
+def best_fit(lens: np.ndarray, cap: int) -> list[list[int]]:
+    """Best-fit decreasing: longest first, each into the bin with the least room that still holds it."""
+    bins: list[list[int]] = []
+    room: list[tuple[int, int]] = []  # (free space, bin index), sorted
+    for i in np.argsort(-lens, kind="stable"):
+        need = int(lens[i])
+        k = bisect.bisect_left(room, (need, -1))
+        if k == len(room):
+            bins.append([int(i)])
+            bisect.insort(room, (cap - need, len(bins) - 1))
+        else:
+            free, b = room.pop(k)
+            bins[b].append(int(i))
+            bisect.insort(room, (free - need, b))
+    return bins
+
+
+@dataclass
+class LanguagePass:
+    """The rows of one language: epoch after epoch, each a shuffled best-fit packing of its pieces."""
+
+    docs: Docs
+    window: int
+    seed: int
+    stream: int  # this language's index: a seed of its own
+    split_long: bool
+    _epochs: dict[int, list[list[int]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.starts, self.lens, self.dropped = pieces(self.docs, self.window, self.split_long)
+        self.tokens_per_epoch = int(self.lens.sum())
+
+    def epoch(self, e: int) -> list[list[int]]:
+        if e not in self._epochs:
+            rng = np.random.default_rng([self.seed, self.stream, e])
+            perm = rng.permutation(len(self.lens))
+            bins = [[int(chunk[j]) for j in b] for chunk in np.array_split(perm, max(1, -(-len(perm) // CHUNK)))
+                    for b in best_fit(self.lens[chunk], self.window)]
+            self._epochs[e] = [bins[i] for i in rng.permutation(len(bins))]
+        return self._epochs[e]
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """(epoch, row within it) of this language's k-th row."""
+        e = 0
+        while k >= len(self.epoch(e)):
+            k -= len(self.epoch(e))
+            e += 1
+        return e, k
+
+    def usage(self, rows: int) -> int:
+        """Tokens the first `rows` rows hold (what `rows` rows of this language consume)."""
+        e, k = self.locate(rows) if rows else (0, 0)
+        partial = sum(int(self.lens[p]) for b in self.epoch(e)[:k] for p in b)
+        return e * self.tokens_per_epoch + partial
+
+
+class PackedMixture:
+    """Rows of `window` tokens from several languages: row g's language is drawn from the weights,
+    its content is the next row of that language's pass. `total_rows` fixes the plan (and the
+    epochs it uses); asking for a row beyond it is an error, not a silent wrap-around."""
+
+    def __init__(self, docs: dict[str, Docs], weights: dict[str, float], window: int, seed: int, total_rows: int,
+                 pad_id: int, conversations: bool = False, where: str = "train"):
+        self.langs = [lang for lang, w in weights.items() if w > 0]
+        self.window, self.pad, self.conversations = window, pad_id, conversations
+        self.passes = {}
+        for i, lang in enumerate(self.langs):
+            p = LanguagePass(docs[lang], window, seed, i, split_long=not conversations)
+            if p.tokens_per_epoch == 0:
+                what = "conversations that fit in a row" if conversations and p.dropped else "tokens"
+                raise UserError(f"{where}: no {what} for language {lang} (mixture weight {weights[lang]})")
+            self.passes[lang] = p
+        probs = np.array([weights[lang] for lang in self.langs], dtype=np.float64)
+        rng = np.random.default_rng([seed, len(self.langs), 0x5EED])
+        self.row_lang = rng.choice(len(self.langs), size=total_rows, p=probs / probs.sum())
+        self.row_index = np.zeros(total_rows, dtype=np.int64)
+        for i in range(len(self.langs)):
+            hits = np.nonzero(self.row_lang == i)[0]
+            self.row_index[hits] = np.arange(len(hits))
+
+    def usage(self) -> dict[str, dict[str, float]]:
+        """Per language: tokens the plan uses, tokens in one epoch, epochs (and documents left out)."""
+        out = {}
+        for i, lang in enumerate(self.langs):
+            p = self.passes[lang]
+            used = p.usage(int((self.row_lang == i).sum()))
+            out[lang] = {"tokens": used, "tokens_per_epoch": p.tokens_per_epoch,
+                         "epochs": round(used / p.tokens_per_epoch, 3), "left_out_too_long": p.dropped}
+        return out
+
+    def row(self, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(ids, labels, position_ids, language index) of global row g."""
+        li = int(self.row_lang[g])
+        p = self.passes[self.langs[li]]
+        e, k = p.locate(int(self.row_index[g]))
+        ids = np.full(self.window, self.pad, dtype=np.int64)
+        labels = np.full(self.window, -100, dtype=np.int64)
+        pos = np.zeros(self.window, dtype=np.int64)
+        at = 0
+        for piece in p.epoch(e)[k]:
+            s, n = int(p.starts[piece]), int(p.lens[piece])
+            seg = np.asarray(p.docs.ids[s : s + n], dtype=np.int64)
+            lab = seg.copy()
+            if p.docs.targets is not None:
+                lab[np.asarray(p.docs.targets[s : s + n]) == 0] = -100
+            lab[0] = -100
+            ids[at : at + n], labels[at : at + n], pos[at : at + n] = seg, lab, np.arange(n)
+            at += n
+        pos[at:] = np.arange(self.window - at)  # padding: a block of its own, no targets
+        return ids, labels, pos, li
+
+    def batch(self, rows: range) -> dict[str, torch.Tensor]:
+        """input_ids, labels, groups (language index per row), and position_ids for conversations."""
+        if rows.stop > len(self.row_lang):
+            raise IndexError(f"row {rows.stop - 1} is beyond the plan's {len(self.row_lang)} rows")
+        parts = [self.row(g) for g in rows]
+        out = {"input_ids": torch.from_numpy(np.stack([p[0] for p in parts])),
+               "labels": torch.from_numpy(np.stack([p[1] for p in parts])),
+               "groups": torch.tensor([p[3] for p in parts])}
+        if self.conversations:
+            out["position_ids"] = torch.from_numpy(np.stack([p[2] for p in parts]))
+        return out

@@ -1,0 +1,99 @@
+"""What instruction tuning adds to a model: its conversations, the chat tokens' rows, sample answers.
+
+The conversations stage wrote the tokens (`occiforge/train/conversations.py`); here they are
+opened per language, the rows of the tokens the chat template added (`<|im_start|>`, `<|im_end|>`)
+are initialised, and after training the model answers one held-out prompt per language through
+`tokenizer.apply_chat_template` + `model.generate` (`samples.json`, read by the report).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from occiforge.chat import end_of_turn_id, reply
+from occiforge.io import open_token_docs
+from occiforge.lm import load_tokenizer
+from occiforge.recipe import PlannedModel
+from occiforge.train.conversations import HELDOUT_MESSAGES, source_key
+from occiforge.train.embeddings import new_rows
+from occiforge.train.packing import Docs
+
+SAMPLES_FILE = "samples.json"
+
+
+def chat_tokenizer(conv_dir: Path, pm: PlannedModel) -> Any:
+    return load_tokenizer(conv_dir / f"tokenizer-{pm.chat_template}")
+
+
+def chat_docs(conv_dir: Path, pm: PlannedModel, split: str = "train") -> dict[str, Docs]:
+    """Per language, the conversations of every source of the model, one after the other."""
+    parts: dict[str, list[tuple[Any, Any, Any]]] = {}
+    for src in pm.chat or []:
+        key = source_key(src, pm.chat_template or "chatml")
+        for lang in src.languages:
+            parts.setdefault(lang, []).append(open_token_docs(conv_dir / key / lang / split))
+    out = {}
+    for lang, items in parts.items():
+        ids = np.concatenate([np.asarray(i) for i, _, _ in items])
+        shift = np.cumsum([0] + [len(i) for i, _, _ in items[:-1]])
+        offsets = np.concatenate([[0]] + [o[1:] + s for (_, o, _), s in zip(items, shift)])
+        targets = np.concatenate([np.asarray(t) if t is not None else np.ones(len(i), np.uint8) for i, _, t in items])
+        out[lang] = Docs(ids, offsets.astype(np.int64), targets)
+    return out
+
+
+@torch.no_grad()
+def add_chat_rows(model: Any, base_tok: Any, chat_tok: Any) -> None:
+    """Grow the embeddings to the chat tokenizer and start each added token where the pieces of its
+    text are (`<|im_end|>` from `<`, `|`, `im`, ...): distinct rows in the model's own space, not
+    random ones the model would first have to learn to ignore. Old rows are untouched."""
+    base, total = len(base_tok), len(chat_tok)
+    if total <= base:
+        return
+    if model.get_input_embeddings().num_embeddings < total:
+        model.resize_token_embeddings(total, mean_resizing=False)
+    vocab = chat_tok.get_vocab()
+    added = sorted((i, t) for t, i in vocab.items() if i >= base)
+    ids = torch.tensor([i for i, _ in added])
+    pieces = [[p for p in base_tok(t, add_special_tokens=False)["input_ids"] if p < base] or [base_tok.eos_token_id]
+              for _, t in added]
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    inp = model.get_input_embeddings().weight
+    inp[ids] = new_rows(inp, base, pieces, "decomposition", std).to(inp.dtype)
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != inp.data_ptr():
+        out.weight[ids] = new_rows(out.weight, base, pieces, "decomposition", std).to(out.weight.dtype)
+    model.config.vocab_size = model.get_input_embeddings().num_embeddings
+
+
+def set_chat_generation(model: Any, chat_tok: Any) -> None:
+    """A saved instruct model stops generating at the end of its turn."""
+    eot = end_of_turn_id(chat_tok)
+    model.generation_config.eos_token_id = sorted({eot, chat_tok.eos_token_id})
+    model.generation_config.pad_token_id = chat_tok.pad_token_id
+
+
+def write_samples(folder: Path, conv_dir: Path, pm: PlannedModel, max_new_tokens: int = 48) -> list[dict[str, Any]]:
+    """One answer per language of the saved model to its first held-out prompt, beside the reference."""
+    from occiforge.lm import load_causal_lm
+
+    model, tok = load_causal_lm(folder).eval(), load_tokenizer(folder)
+    samples = []
+    for src in pm.chat or []:
+        key = source_key(src, pm.chat_template or "chatml")
+        for lang in src.languages:
+            path = conv_dir / key / lang / HELDOUT_MESSAGES
+            convs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+            if not convs or lang in {s["lang"] for s in samples}:
+                continue
+            messages = convs[0]
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            samples.append({"lang": lang, "prompt": messages[:last], "reference": messages[last]["content"],
+                            "answer": reply(model, tok, messages[:last], max_new_tokens)})
+    (folder / SAMPLES_FILE).write_text(json.dumps(samples, ensure_ascii=False, indent=1), encoding="utf-8")
+    return samples

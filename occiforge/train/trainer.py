@@ -1,0 +1,249 @@
+"""Training one planned model: build it, wrap it for scale, feed it batches, save it.
+
+The batch source of each model kind is built in one place (`batch_source`); everything else
+is shared by every kind (one loop, one checkpoint format, one way to save the HF folder).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from transformers import AutoModelForCausalLM
+
+from occiforge import artifacts, checkpoint
+from occiforge.context import Context
+from occiforge.dist import DistInfo, barrier
+from occiforge.errors import Stopped, UserError
+from occiforge.io import open_token_docs
+from occiforge.lm import load_config, load_tokenizer, read_extension
+from occiforge.loop import Hooks, LoopSpec, train
+from occiforge.recipe import PlannedModel, Recipe, TrainConfig
+from occiforge.train import monitor, sft
+from occiforge.train.model import build_model, preflight_vocab
+from occiforge.train.packing import Docs, PackedMixture
+from occiforge.train.parallel import parallelize
+
+Batch = dict[str, torch.Tensor]
+REPEAT_LIMIT = 4.0  # epochs: beyond ~4 repeated data is worth little (Muennighoff et al. 2023)
+
+
+@dataclass
+class Setup:
+    """What every model of the run shares: tokenizer, extension record, documents per language."""
+
+    tok: Any
+    extension: dict[str, Any] | None
+    docs: dict[str, Docs]
+    known: set[str]
+    conv_dir: Path | None  # the conversations stage's folder, when the run has sft models
+
+    @property
+    def streams(self) -> dict[str, Any]:
+        return {lang: d.ids for lang, d in self.docs.items()}
+
+
+def setup(ctx: Context, plan: list[PlannedModel]) -> Setup:
+    """Load the shared inputs once; refuse a vocabulary mismatch or a too-long sequence before any training."""
+    r = ctx.recipe
+    if r.train.threads:
+        torch.set_num_threads(r.train.threads)
+    tok_dir = ctx.stage_dir("tokenizer")
+    tok, extension = load_tokenizer(tok_dir), read_extension(tok_dir)
+    known = {pm.name for pm in plan}
+    preflight_vocab([pm.init for pm in plan], tok, known=known, extension=extension)
+    _preflight_positions(r, plan)
+    docs = {lang: Docs(*open_token_docs(ctx.stage_dir("tokens") / lang)) for lang in r.languages}
+    conv_dir = None
+    if any(pm.kind == "sft" for pm in plan):
+        ctx.upstream("conversations")
+        conv_dir = ctx.stage_dir("conversations")
+    return Setup(tok, extension, docs, known, conv_dir)
+
+
+def _preflight_positions(r: Recipe, plan: list[PlannedModel]) -> None:
+    """Each row is seq_len + 1 tokens: a model with fewer positions would fail (or extrapolate) mid-run."""
+    window, limits = r.train.seq_len + 1, {}
+    for pm in plan:
+        if pm.init == "scratch":
+            limits[pm.name] = r.train.architecture.max_position_embeddings
+        else:
+            limits[pm.name] = limits.get(pm.init) or getattr(load_config(pm.init).get_text_config(), "max_position_embeddings", None)
+        if limits[pm.name] is not None and window > limits[pm.name]:
+            raise UserError(f"models.{pm.key} ({pm.name}): train.seq_len {r.train.seq_len} (+1 for the shifted target) "
+                            f"is above the model's {limits[pm.name]} positions")
+
+
+def model_steps(pm: PlannedModel, cfg: TrainConfig, world: int) -> int:
+    """Optimizer steps: the recipe's, or as many as the token budget needs on `world` ranks."""
+    if pm.tokens is None:
+        return pm.steps
+    return max(1, -(-pm.tokens // (cfg.batch_size * cfg.grad_accum * cfg.seq_len * world)))
+
+
+def packed_rows(pm: PlannedModel, s: Setup, cfg: TrainConfig, seed: int, world: int) -> PackedMixture:
+    """The model's whole plan of rows: documents (or conversations) of its languages, packed."""
+    total = model_steps(pm, cfg, world) * cfg.grad_accum * world * cfg.batch_size
+    docs = sft.chat_docs(s.conv_dir, pm) if pm.kind == "sft" and s.conv_dir else s.docs
+    return PackedMixture(docs, pm.mixture, cfg.seq_len + 1, seed, total, pad_id=s.tok.pad_token_id,
+                         conversations=pm.kind == "sft", where=f"models.{pm.key} ({pm.name})")
+
+
+def batch_source(rows: PackedMixture, cfg: TrainConfig, rank: int, world: int) -> Callable[[int, int], Batch]:
+    """`get_batch(step, micro)`: rows of the plan, a pure function of (step, micro, rank), so a resumed
+    run sees exactly the rows the interrupted one would have. Every model kind is fed this way;
+    what differs (conversations: assistant-only labels, per-conversation positions) is in the rows."""
+
+    def get_batch(step: int, micro: int) -> Batch:
+        start = ((step * cfg.grad_accum + micro) * world + rank) * cfg.batch_size
+        return rows.batch(range(start, start + cfg.batch_size))
+
+    return get_batch
+
+
+def warn_repeats(ctx: Context, pm: PlannedModel, usage: dict[str, dict[str, float]]) -> None:
+    for lang, u in usage.items():
+        if u["epochs"] > REPEAT_LIMIT and ctx.dist.is_main:
+            ctx.console.print(f"occiforge: warning: {pm.name} repeats {lang} {u['epochs']:.1f} times ({u['tokens']:,} tokens "
+                              f"from {u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
+                              "(Muennighoff et al. 2023)", highlight=False, soft_wrap=True)
+
+
+def _progress(ctx: Context) -> Progress:
+    return Progress(
+        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), TextColumn("run left {task.fields[run]}"),
+        console=ctx.console, disable=ctx.quiet or not ctx.dist.is_main, transient=True,
+    )
+
+
+class RunClock:
+    """Time left for every model still to train, from the mean step time so far (steps of all models
+    of a run cost about the same: one sequence length, one batch size)."""
+
+    def __init__(self, total_steps: int):
+        self.total, self.done, self.t0 = total_steps, 0, time.perf_counter()
+
+    def tick(self) -> str:
+        self.done += 1
+        left = (self.total - self.done) * (time.perf_counter() - self.t0) / self.done
+        return f"{int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+
+
+def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[dict[str, Any]], dist: DistInfo,
+                after: Callable[[Path], None] | None = None) -> None:
+    """Gather the whole model (a collective under FSDP2) and let rank 0 write the HF folder
+    (`after(tmp)` adds files, e.g. sample answers, before the folder takes its final name)."""
+    full = checkpoint.full_state_dict(model)
+    model.config.use_cache = True  # the saved model generates with a cache
+    if dist.is_main:
+        if dist.world_size > 1:  # save through a clean, unwrapped instance of the same class
+            with torch.device("meta"):
+                clean = AutoModelForCausalLM.from_config(model.config)
+            clean.load_state_dict(full, assign=True)
+            clean.tie_weights()
+            clean.generation_config = model.generation_config
+            model = clean
+        with artifacts.staged_dir(folder) as tmp:
+            model.save_pretrained(str(tmp), state_dict=full if dist.world_size == 1 else None, safe_serialization=True)
+            tok.save_pretrained(str(tmp))
+            artifacts.write_json_atomic(tmp / "train_log.json", history)
+            if after is not None:
+                after(tmp)
+    barrier()
+
+
+def _build(ctx: Context, pm: PlannedModel, s: Setup) -> tuple[torch.nn.Module, Any]:
+    """The model to train and the tokenizer it is saved with (the chat tokenizer for sft)."""
+    r, dist = ctx.recipe, ctx.dist
+    model = build_model(pm.init, r.train.architecture, s.tok, r.seed, ctx.stage_dir("train"), s.known, s.streams,
+                        extension=s.extension, embedding_init=pm.embedding_init)
+    tok = s.tok
+    if pm.kind == "sft" and s.conv_dir is not None:
+        tok = sft.chat_tokenizer(s.conv_dir, pm)
+        sft.add_chat_rows(model, s.tok, tok)
+        sft.set_chat_generation(model, tok)
+    model = model.to(dist.device)
+    model.config.use_cache = False  # a KV cache is useless in training and makes compile recompile per layer
+    return parallelize(model, r.train, dist), tok
+
+
+def _hooks(ctx: Context, s: Setup, ckpt_dir: Path, stop: monitor.GracefulStop) -> tuple[Hooks, monitor.TrainLog]:
+    cfg = ctx.recipe.train
+    state = ckpt_dir / checkpoint.LATEST / "trainer_state.json"
+    start = json.loads(state.read_text()).get("step", 0) if state.is_file() else 0  # where a resume will start
+    log = monitor.TrainLog(ckpt_dir, start, cfg.tensorboard, enabled=ctx.dist.is_main)
+    validate = None
+    if cfg.val_every:
+        heldout = {lang: open_token_docs(ctx.stage_dir("tokens") / lang / "heldout")[0] for lang in s.docs
+                   if (ctx.stage_dir("tokens") / lang / "heldout").is_dir()}
+        validate = monitor.validation(heldout, cfg.seq_len + 1, cfg.val_tokens, cfg.batch_size)
+    return Hooks(on_log=log, validate=validate, should_stop=stop.should_stop, stop_reason=stop.reason), log
+
+
+def _keep_logs(ckpt_dir: Path, then: Callable[[Path], None] | None) -> Callable[[Path], None]:
+    """Copy train_log.jsonl and the TensorBoard events into the model folder before it is final."""
+    def after(tmp: Path) -> None:
+        if (ckpt_dir / monitor.LOG_FILE).is_file():
+            shutil.copy2(ckpt_dir / monitor.LOG_FILE, tmp / monitor.LOG_FILE)
+        if (ckpt_dir / monitor.TB_DIR).is_dir():
+            shutil.copytree(ckpt_dir / monitor.TB_DIR, tmp / monitor.TB_DIR)
+        if then is not None:
+            then(tmp)
+    return after
+
+
+def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock | None = None) -> dict[str, Any]:
+    r, cfg, dist = ctx.recipe, ctx.recipe.train, ctx.dist
+    models_dir = ctx.stage_dir("train")
+    ckpt_dir = models_dir / f".{pm.name}.ckpt"
+    if ctx.is_forced("train") and dist.is_main:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # forced: start over, not from a resume point
+    barrier()
+    steps = model_steps(pm, cfg, dist.world_size)
+    rows = packed_rows(pm, s, cfg, r.seed, dist.world_size)
+    usage = rows.usage()
+    warn_repeats(ctx, pm, usage)
+    model, tok = _build(ctx, pm, s)
+    spec = LoopSpec(steps=steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
+                    save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp, groups=tuple(rows.langs),
+                    flops_per_token=monitor.flops_per_token(model, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device),
+                    val_every=cfg.val_every)
+    clock = clock or RunClock(steps)
+    with _progress(ctx) as progress, monitor.GracefulStop() as stop:
+        task = progress.add_task(pm.name, total=steps, loss=float("nan"), run="?")
+        hooks, log = _hooks(ctx, s, ckpt_dir, stop)
+        try:
+            history = train(model, batch_source(rows, cfg, dist.rank, dist.world_size), spec, ckpt_dir, rank=dist.rank,
+                            on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss, run=clock.tick()),
+                            log=lambda msg: ctx.log(f"  {pm.name}: {msg}"), hooks=hooks)
+        except UserError as e:
+            raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
+        except Stopped as e:
+            raise Stopped(f"{pm.name}: {e}", e.code) from None
+        finally:
+            log.close()
+    samples = (lambda tmp: sft.write_samples(tmp, s.conv_dir, pm)) if pm.kind == "sft" and s.conv_dir else None
+    _save_final(model, tok, models_dir / pm.name, history, dist, after=_keep_logs(ckpt_dir, samples))
+    final_loss = history[-1]["loss"] if history else None
+    fields = {"init": pm.init, "mixture": pm.mixture, "steps": steps, "final_loss": final_loss,
+              "world_size": dist.world_size, "tokens_seen": steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size,
+              "per_language": usage}
+    if dist.is_main:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        artifacts.write_manifest(models_dir / pm.name, fp, **fields)
+    barrier()
+    return {"fingerprint": fp, **fields}

@@ -1,0 +1,74 @@
+"""Rows from whole documents: best-fit packing, a shuffled pass per epoch, exact epoch accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from occiforge.errors import UserError
+from occiforge.train.packing import Docs, LanguagePass, PackedMixture, best_fit
+
+
+def _docs(lengths: list[int], first: int = 10, targets: bool = False) -> Docs:
+    """Document i is `lengths[i]` copies of id first + i, so a row shows which documents it holds."""
+    ids = np.concatenate([np.full(n, first + i, dtype=np.uint16) for i, n in enumerate(lengths)])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    mask = np.asarray(np.arange(len(ids)) % 2, dtype=np.uint8) if targets else None
+    return Docs(ids, offsets, mask)
+
+
+def test_best_fit_places_every_item_whole_and_never_overfills():
+    lens = np.random.default_rng(0).integers(1, 30, size=200)
+    bins = best_fit(lens, 32)
+    assert sorted(i for b in bins for i in b) == list(range(200))
+    assert all(sum(lens[i] for i in b) <= 32 for b in bins)
+    assert len(bins) <= np.ceil(lens.sum() / 32) * 1.1  # best-fit decreasing is close to the bound
+
+
+def test_each_epoch_is_a_permutation_of_the_documents_and_long_ones_are_cut():
+    p = LanguagePass(_docs([5, 9, 3, 40, 7, 2]), window=16, seed=0, stream=0, split_long=True)
+    assert p.tokens_per_epoch == 66 and p.dropped == 0
+    for e in range(3):
+        held = sorted(int(p.lens[i]) for b in p.epoch(e) for i in b)
+        assert held == sorted([5, 9, 3, 16, 16, 8, 7, 2])  # 40 -> 16 + 16 + 8; the rest whole
+    assert p.epoch(0) != p.epoch(1)  # a fresh shuffle every epoch
+
+
+def test_rows_are_a_pure_function_of_the_seed_and_count_epochs_exactly():
+    docs = {"en": _docs([12] * 20), "de": _docs([6] * 12, first=100)}
+    a = PackedMixture(docs, {"en": 0.5, "de": 0.5}, window=25, seed=3, total_rows=40, pad_id=0)
+    b = PackedMixture(docs, {"en": 0.5, "de": 0.5}, window=25, seed=3, total_rows=40, pad_id=0)
+    assert all(np.array_equal(a.row(g)[0], b.row(g)[0]) for g in range(40))
+    usage = a.usage()
+    de_rows = int((a.row_lang == a.langs.index("de")).sum())
+    assert usage["de"]["tokens"] == de_rows * 24  # four 6-token conversations fill each 25-token row
+    assert usage["de"]["epochs"] == pytest.approx(de_rows * 24 / 72, abs=1e-3)
+    assert usage["en"]["tokens_per_epoch"] == 240
+
+
+def test_labels_skip_piece_starts_and_padding_and_conversations_restart_positions():
+    mix = PackedMixture({"de": _docs([5, 4, 7], targets=True)}, {"de": 1.0}, window=10, seed=0, total_rows=4,
+                        pad_id=0, conversations=True)
+    batch = mix.batch(range(4))
+    for ids, labels, pos in zip(batch["input_ids"], batch["labels"], batch["position_ids"]):
+        starts = [i for i in range(10) if pos[i] == 0]
+        assert all(labels[i] == -100 for i in starts)
+        assert all(labels[i] == -100 or labels[i] == ids[i] for i in range(10))
+        assert all(labels[i] == -100 for i in range(10) if ids[i] == 0)  # padding is never a target
+
+
+def test_conversations_longer_than_a_row_are_left_out_and_counted():
+    mix = PackedMixture({"de": _docs([5, 30, 4])}, {"de": 1.0}, window=10, seed=0, total_rows=2, pad_id=0, conversations=True)
+    assert mix.usage()["de"]["left_out_too_long"] == 1 and mix.usage()["de"]["tokens_per_epoch"] == 9
+
+
+def test_an_empty_language_in_the_mixture_is_one_line_naming_model_and_language():
+    empty = Docs(np.zeros(0, np.uint16), np.zeros(1, np.int64))
+    with pytest.raises(UserError, match=r"models.joint \(joint\): no tokens for language fr"):
+        PackedMixture({"en": _docs([5]), "fr": empty}, {"en": 1, "fr": 1}, 8, 0, 4, 0, where="models.joint (joint)")
+
+
+def test_a_row_beyond_the_plan_is_an_error():
+    mix = PackedMixture({"en": _docs([5, 6])}, {"en": 1.0}, window=8, seed=0, total_rows=3, pad_id=0)
+    with pytest.raises(IndexError):
+        mix.batch(range(2, 4))

@@ -1,0 +1,163 @@
+"""Instruction tuning: ChatML in the tokenizer, assistant-only targets, packed conversations that
+never see each other, and the loss checked against a hand-computed reference on 3 conversations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from occiforge.chat import (
+    CHATML,
+    IM_END,
+    IM_START,
+    check_messages,
+    encode,
+    to_messages,
+    with_template,
+)
+from occiforge.errors import UserError
+from occiforge.loop import LoopSpec, train
+from occiforge.recipe import OptimConfig, TokenizerConfig
+from occiforge.tokenizer.train import sample_texts, save_hf, train_tokenizer
+from occiforge.train.packing import Docs, PackedMixture
+from occiforge.train.sft import add_chat_rows
+from tests.conftest import REPO
+
+THREE = [
+    [{"role": "user", "content": "What is a volcano?"}, {"role": "assistant", "content": "A mountain that can erupt."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Wie geht es?"},
+     {"role": "assistant", "content": "Gut, danke."}, {"role": "user", "content": "Und dir?"},
+     {"role": "assistant", "content": "Auch gut."}],
+    [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory: pytest.TempPathFactory):
+    """(base, chat): a 500-token BPE on demo text, and the same with ChatML added."""
+    texts = {lang: [json.loads(x)["text"] for x in (REPO / "occiforge/demo/corpus" / f"{lang}.jsonl").open()] for lang in ("en", "de")}
+    cfg = TokenizerConfig(vocab_size=500)
+    folder = tmp_path_factory.mktemp("tok")
+    save_hf(train_tokenizer(sample_texts(texts, cfg), cfg), folder)
+    from occiforge.lm import load_tokenizer
+
+    return load_tokenizer(folder), with_template(load_tokenizer(folder), "chatml", "test")
+
+
+def _model(vocab: int) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=64, max_position_embeddings=256, tie_word_embeddings=True))
+
+
+def _by_hand(tok, conv: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
+    """ChatML written out turn by turn: each segment tokenized on its own, targets = answer + <|im_end|>."""
+    segs: list[tuple[str, bool]] = [(tok.bos_token, False)]
+    for m in conv:
+        segs.append((f"{IM_START}{m['role']}\n", False))
+        segs.append((f"{m['content']}{IM_END}", m["role"] == "assistant"))
+        segs.append(("\n", False))
+    ids, mask = [], []
+    for text, target in segs:
+        piece = tok(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        mask += [target] * len(piece)
+    return ids, mask
+
+
+def test_chatml_is_stored_in_the_tokenizer_as_special_tokens(tokenizers, tmp_path: Path):
+    base, chat = tokenizers
+    assert len(chat) == len(base) + 2 and chat.chat_template == CHATML
+    chat.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    ids = again.apply_chat_template(THREE[0], add_generation_prompt=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    assert again.decode(ids).startswith(f"{again.bos_token}{IM_START}user\n") and again.decode(ids).endswith(f"{IM_START}assistant\n")
+    assert len(again(IM_END, add_special_tokens=False)["input_ids"]) == 1  # one token, never split
+
+
+def test_targets_are_the_assistant_turns_and_their_end_token(tokenizers):
+    _, chat = tokenizers
+    for conv in THREE:
+        ids, mask = encode(chat, conv, "test")
+        assert (ids, mask) == _by_hand(chat, conv)
+        answers = "".join(m["content"] + IM_END for m in conv if m["role"] == "assistant")
+        assert chat.decode([i for i, m in zip(ids, mask) if m]) == answers
+
+
+def test_reference_loss_on_three_packed_conversations(tokenizers, tmp_path: Path):
+    """The loop's loss on one row packing the 3 conversations = sum of the assistant tokens' NLL,
+    each conversation scored alone, over their count; and packing changes no logit."""
+    _, chat = tokenizers
+    model = _model(len(chat))
+    encoded = [_by_hand(chat, c) for c in THREE]
+    nll, count, alone = 0.0, 0, []
+    with torch.no_grad():
+        for ids, mask in encoded:
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            alone.append(logits)
+            logp = F.log_softmax(logits.double(), -1)
+            for t in range(1, len(ids)):
+                if mask[t]:
+                    nll -= float(logp[t - 1, ids[t]])
+                    count += 1
+    reference = nll / count
+    flat = np.concatenate([np.asarray(i, np.uint16) for i, _ in encoded])
+    docs = Docs(flat, np.cumsum([0] + [len(i) for i, _ in encoded]).astype(np.int64),
+                np.concatenate([np.asarray(m, np.uint8) for _, m in encoded]))
+    window = sum(len(i) for i, _ in encoded) + 3
+    batch = PackedMixture({"en": docs}, {"en": 1.0}, window, seed=0, total_rows=1, pad_id=0, conversations=True).batch(range(1))
+    assert int((batch["labels"] != -100).sum()) == count
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+    for ids, logits in zip((e[0] for e in encoded), alone):  # each conversation sees only itself
+        at = next(s for s in range(window) if batch["input_ids"][0, s : s + len(ids)].tolist() == ids)
+        assert torch.allclose(packed[at : at + len(ids)], logits, atol=1e-5)
+    spec = LoopSpec(steps=1, lr=1e-3, optim=OptimConfig(warmup_steps=0), grad_accum=1, precision="fp32",
+                    save_every=100, log_every=1, fingerprint="sft-ref")
+    history = train(model, lambda step, micro: dict(batch), spec, tmp_path / "ckpt")
+    assert history[0]["loss"] == pytest.approx(reference, abs=1e-5)
+
+
+def test_chat_rows_start_from_their_pieces_and_old_rows_stay(tokenizers):
+    base, chat = tokenizers
+    model = _model(len(base))
+    before = model.get_input_embeddings().weight.detach().clone()
+    add_chat_rows(model, base, chat)
+    weight = model.get_input_embeddings().weight
+    assert weight.shape[0] == len(chat) and torch.equal(weight[: len(base)], before)
+    end = chat.convert_tokens_to_ids(IM_END)
+    pieces = base(IM_END, add_special_tokens=False)["input_ids"]
+    assert torch.allclose(weight[end], before[pieces].mean(0))
+    assert not torch.allclose(weight[end], weight[chat.convert_tokens_to_ids(IM_START)])
+    assert model.lm_head.weight.data_ptr() == weight.data_ptr()  # still tied
+
+
+@pytest.mark.parametrize("messages, error", [
+    ([{"role": "user", "content": "Hi"}], "no assistant turn"),
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}], "no assistant turn"),
+    ([{"role": "robot", "content": "Hi"}], "role: system|user|assistant"),
+    ([], "no messages"),
+])
+def test_bad_conversations_are_one_line_errors(messages, error):
+    with pytest.raises(UserError, match=error):
+        check_messages(messages, "models.chat: de.jsonl record 3")
+
+
+def test_instruction_response_records_read_as_one_exchange():
+    assert to_messages({"instruction": "Q?", "response": "A."}, "messages", "x") == [
+        {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]
+
+
+def test_a_tokenizer_without_a_template_is_refused_when_asked_for_its_own(tokenizers):
+    base, _ = tokenizers
+    with pytest.raises(UserError, match="models.chat: tokenizer: the tokenizer has no chat template"):
+        with_template(base, "tokenizer", "models.chat: tokenizer")

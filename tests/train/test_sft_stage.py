@@ -1,0 +1,93 @@
+"""`kind: sft` end to end on a tiny recipe: conversations stage, instruct model in the registry,
+sample answers, `occiforge chat`, and bad input as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from occiforge.cli import main
+from tests.conftest import REPO, tiny_tree
+
+
+def _sft_tree(run: Path, **model: object) -> dict:
+    tree = tiny_tree(run, eval={"bpb": False}, report={"enabled": False})
+    tree["train"].update(seq_len=96, steps=6)
+    tree["train"]["architecture"]["max_position_embeddings"] = 128
+    tree["models"]["chat"] = {"kind": "sft", "init": "cpt-de", "steps": 4,
+                              "data": [{"path": "builtin:demo", "languages": ["en", "de"]}], **model}
+    return tree
+
+
+def _write(tmp_path: Path, tree: dict) -> str:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("sft")
+    assert main(["run", _write(tmp, _sft_tree(tmp / "run")), "-q", "--to", "train"]) == 0
+    return tmp / "run"
+
+
+@pytest.mark.slow
+def test_instruct_model_is_published_with_its_data_and_samples(sft_run: Path):
+    rows = {r["name"]: r for r in json.loads((sft_run / "models" / "manifest.json").read_text())["models"]}
+    chat = rows["chat"]
+    assert chat["kind"] == "sft" and chat["init"] == "cpt-de" and chat["mixture"] == {"en": 1.0, "de": 1.0}
+    assert set(chat["per_language"]) == {"en", "de"} and all(u["epochs"] > 0 for u in chat["per_language"].values())
+    samples = json.loads((sft_run / "models" / "chat" / "samples.json").read_text())
+    assert [s["lang"] for s in samples] == ["en", "de"]
+    assert all(s["prompt"][-1]["role"] == "user" and isinstance(s["answer"], str) and s["reference"] for s in samples)
+    conv = json.loads((sft_run / "conversations" / "manifest.json").read_text())
+    (per_lang,) = [s["per_language"] for s in conv["sources"].values()]
+    assert per_lang["de"]["heldout"]["conversations"] == 1 and per_lang["de"]["train"]["targets"] > 0
+
+
+@pytest.mark.slow
+def test_saved_instruct_model_answers_through_its_chat_template(sft_run: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = sft_run / "models" / "chat"
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.chat_template and end in model.generation_config.eos_token_id
+    assert model.get_input_embeddings().num_embeddings == len(tok)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Hallo!"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    proc = subprocess.run([sys.executable, "-m", "occiforge.cli", "chat", "--model", str(folder), "--max-new-tokens", "4"],
+                          check=False, input="Hallo!\nWie geht es?\n", capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2, proc.stderr[-500:]
+
+
+@pytest.mark.slow
+def test_a_conversation_without_an_assistant_turn_is_one_line_and_nothing_is_written(tmp_path: Path, capsys):
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    (folder / "de.jsonl").write_text("\n".join(json.dumps(r) for r in [good, good, {"messages": [{"role": "user", "content": "Hi"}]}]))
+    tree = _sft_tree(tmp_path / "run", data=[{"path": str(folder), "languages": ["de"]}])
+    assert main(["run", _write(tmp_path, tree), "-q", "--to", "conversations"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "models.chat:" in err and "de.jsonl record 3" in err and "no assistant turn" in err
+    assert not (tmp_path / "run" / "conversations").exists()
+
+
+def test_sequence_longer_than_the_model_positions_is_refused_before_training(tmp_path: Path, capsys):
+    tree = tiny_tree(tmp_path / "run")
+    tree["train"]["seq_len"] = 64  # rows of 65 tokens, positions 64
+    from occiforge.recipe import load_recipe
+    from occiforge.train.trainer import _preflight_positions
+
+    recipe = load_recipe(_write(tmp_path, tree))
+    with pytest.raises(Exception, match=r"models.base \(base\): train.seq_len 64 .* above the model's 64 positions"):
+        _preflight_positions(recipe, recipe.plan())
