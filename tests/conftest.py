@@ -12,6 +12,12 @@ file (`@pytest.mark.slow`) or, for now, through SLOW_TESTS below. `make test-fas
 from __future__ import annotations
 
 import os
+
+# as the CLI does, before any test module imports transformers: progress bars and warnings read these
+# at import time, and a test that counts stderr lines must not see them
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import shutil
 import socket
 import subprocess
