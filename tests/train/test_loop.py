@@ -218,7 +218,7 @@ def _rank_main(rank: int, world: int, store: str, out: str) -> None:
 def test_two_ranks_with_unequal_target_counts_match_one_process(tmp_path: Path):
     """Rank 0 holds 39 targets a step, rank 1 33: the loss must still be global sum / global count."""
     mp.spawn(_rank_main, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
-    result = torch.load(tmp_path / "result.pt")
+    result = torch.load(tmp_path / "result.pt", weights_only=True)
     single = _model()
     history = train(single, lambda step, micro: _rows(step, 0, 8), _with(2, grad_accum=1, save_every=100), tmp_path / "one")
     assert [h["loss"] for h in result["history"]] == pytest.approx([h["loss"] for h in history], abs=1e-5)
