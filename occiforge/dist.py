@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -63,12 +62,3 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
-
-
-def all_reduce_sum(value: Any) -> Any:
-    """Sum a tensor over ranks in place (a no-op in a single process); returns it."""
-    if is_initialized():
-        import torch.distributed as dist
-
-        dist.all_reduce(value)
-    return value
