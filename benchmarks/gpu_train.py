@@ -8,6 +8,8 @@ autocast, fp32 master weights, AdamW) and, as a second variant, the same with FS
 `parallelize` leaves a single process unsharded. Reports tokens/s (median over timed steps after
 warm-up), MFU against the dense bf16 peak of the card (H100/H200 989 TFLOP/s, A100 312), with
 model FLOPs per token = 6·N + 12·L·d·T (PaLM appendix B; N = all parameters), and peak memory.
+`--variants eager` leaves compile off. Each line also prints `occiforge plan`'s memory estimate
+for the same model, sequence and micro-batch, to compare with the measured peak.
 `--tiny` runs a small model on CPU to check the script itself.
 """
 
@@ -50,13 +52,23 @@ def _fsdp(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _plan_gib(cfg: LlamaConfig, args: argparse.Namespace) -> float:
+    """`occiforge plan`'s memory estimate for this model, sequence and micro-batch on one GPU."""
+    from occiforge.recipe import validate_tree
+    from occiforge.train.plan import memory, shape_of, total
+
+    r = validate_tree({"name": "gpu", "languages": ["en"], "data": {"sources": [{"name": "d", "path": "builtin:demo"}]},
+                       "train": {"seq_len": args.seq, "batch_size": args.batch, "precision": "bf16"}}, "gpu_train")
+    return total(memory(shape_of(cfg), r, 1), checkpointing=False) / 2**30
+
+
 def run(variant: str, args: argparse.Namespace, device: str) -> dict[str, float]:
     torch.manual_seed(0)
     cfg = _config(args.tiny, args.seq)
     model = LlamaForCausalLM(cfg).to(device)
     model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
-    model = parallelize(model, TrainConfig(compile=not args.tiny, precision="bf16"), DistInfo.single())
+    model = parallelize(model, TrainConfig(compile=not args.tiny and variant != "eager", precision="bf16"), DistInfo.single())
     if variant == "fsdp2+compile":
         model = _fsdp(model)
     gen = torch.Generator().manual_seed(0)
@@ -81,7 +93,7 @@ def run(variant: str, args: argparse.Namespace, device: str) -> dict[str, float]
     tokens = args.batch * args.seq / per_step
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     peak = next((v for k, v in PEAKS.items() if k in name), None)
-    return {"params_b": n_params / 1e9, "tokens_per_s": tokens, "mfu": tokens * flops_per_token / peak if peak else float("nan"),
+    return {"params_b": n_params / 1e9, "plan_gib": _plan_gib(cfg, args), "tokens_per_s": tokens, "mfu": tokens * flops_per_token / peak if peak else float("nan"),
             "first_step_s": stamps[0] - t0, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else 0.0}
 
 
@@ -105,7 +117,8 @@ def main() -> None:
     for variant in args.variants.split(","):
         r = run(variant, args, device)
         print(f"{variant:15s} {r['params_b']:.2f}B params, batch {args.batch} x {args.seq}: {r['tokens_per_s']:,.0f} tokens/s, "
-              f"MFU {100 * r['mfu']:.1f}%, first step {r['first_step_s']:.1f}s, peak {r['peak_gib']:.1f} GiB", flush=True)
+              f"MFU {100 * r['mfu']:.1f}%, first step {r['first_step_s']:.1f}s, peak {r['peak_gib']:.1f} GiB "
+              f"(plan estimate {r['plan_gib']:.1f} GiB)", flush=True)
 
 
 if __name__ == "__main__":

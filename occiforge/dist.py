@@ -28,6 +28,15 @@ class DistInfo:
 
         return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
 
+    def hardware(self) -> str:
+        """What the run trained on, for manifests and model cards: `4 x NVIDIA H100 80GB HBM3`, `CPU (2 threads)`."""
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{self.world_size} x {torch.cuda.get_device_name(self.local_rank)}"
+        procs = f", {self.world_size} processes" if self.world_size > 1 else ""
+        return f"CPU ({torch.get_num_threads()} threads{procs})"
+
     @classmethod
     def single(cls) -> DistInfo:
         return cls()

@@ -56,13 +56,13 @@ def select(stages: dict[str, Stage], start: str | None, stop: str | None) -> lis
     return names[lo : hi + 1]
 
 
-def run_stage(ctx: Context, name: str) -> dict[str, Any]:
+def run_stage(ctx: Context, name: str, position: str = "") -> dict[str, Any]:
     stage, folder = ctx.stages[name], ctx.stage_dir(name)
     fp = ctx.fingerprint(name)
     if not ctx.is_forced(name) and ctx.is_current(folder, fp, name):
         ctx.log(f"[dim]• {name}: up to date ({folder})[/dim]")
         return artifacts.read_manifest(folder) or {}
-    ctx.log(f"[bold]▶ {name}[/bold]")
+    ctx.log(f"[bold]▶ {name}[/bold]{position}")
     t0 = time.perf_counter()
     # under torchrun only collective stages (training) run on every rank; rank 0 does the rest alone
     if ctx.dist.is_main or stage.collective:
@@ -91,11 +91,17 @@ def run(ctx: Context, selected: Iterable[str]) -> None:
             stage.preflight(ctx)
     if ctx.dist.is_main:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in selected:
-        if ctx.stages[name].enabled(ctx.recipe):
-            run_stage(ctx, name)
+    todo = [name for name in selected if ctx.stages[name].enabled(ctx.recipe)]
+    t0 = time.perf_counter()
+    for i, name in enumerate(todo, 1):
+        run_stage(ctx, name, f" [dim](stage {i}/{len(todo)}, run {_clock(time.perf_counter() - t0)} so far)[/dim]")
     if ctx.dist.is_main:  # written once the stages it describes are done: a failed attempt leaves the last good one
         artifacts.write_text_atomic(ctx.run_dir / "recipe.resolved.yaml", dump_recipe(ctx.recipe))
+        ctx.log(f"[bold green]✓ run[/bold green] {len(todo)} stages in {_clock(time.perf_counter() - t0)} → {ctx.run_dir}")
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
 
 
 def make_context(recipe: Recipe, quiet: bool = False, forced: Iterable[str] = (), dist: DistInfo | None = None) -> Context:

@@ -39,11 +39,16 @@ def resolve(ctx: Context, stage: str, what: str, names: list[str]) -> list[Sourc
     return out
 
 
+def common_init(experts: list[Source]) -> str | None:
+    """The model every expert was initialised from, if they share one (a merge's or mixture's `init`)."""
+    inits = {e.record.init if e.record else None for e in experts}
+    return inits.pop() if len(inits) == 1 else None
+
+
 def default_base(ctx: Context, stage: str, what: str, given: str | None, experts: list[Source]) -> Source:
     """The given base, or the model every expert was initialised from."""
     if given is None:
-        inits = {e.record.init if e.record else None for e in experts}
-        if len(inits) != 1 or None in inits:
+        given = common_init(experts)
+        if given is None:
             raise UserError(f"{what}: the experts ({', '.join(e.name for e in experts)}) do not share one init; give 'base'")
-        given = inits.pop()
     return resolve(ctx, stage, what, [given])[0]  # type: ignore[list-item]

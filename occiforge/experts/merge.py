@@ -91,9 +91,9 @@ def merge_folders(method: str, experts: list[Path], out: Path, base: Path | None
     weights = weights or [1.0] * len(experts)
     normalize = NORMALIZE[method] if normalize is None else normalize
     writer = ShardWriter(out, max_shard_bytes)
-    for name in sources[0].keys():
+    for name in sources[0].names():
         tensors = [s.get(name) for s in sources]
         writer.add(name, merge_tensor(method, tensors, base_src.get(name) if base_src else None, weights, density, scale, normalize))
     writer.close()
     copy_non_weights(experts[0], out)
-    return {"tensors": len(sources[0].keys()), "normalize": normalize, "weights": weights}
+    return {"tensors": len(sources[0].names()), "normalize": normalize, "weights": weights}

@@ -12,7 +12,7 @@ from typing import Any
 
 from occiforge import artifacts
 from occiforge.context import Context, ModelRecord, Stage
-from occiforge.experts.common import Source, default_base, resolve
+from occiforge.experts.common import Source, common_init, default_base, resolve
 from occiforge.recipe import MergeEntry
 
 NAME = "merge"
@@ -58,7 +58,7 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
             artifacts.write_manifest(folder, mfp, method=entry.method, experts=entry.experts, base=base and base.name, **info)
             ctx.log(f"  {name}: {entry.method} of {', '.join(entry.experts)}")
         rec = ModelRecord(name=name, folder=f"{ctx.stages[NAME].folder}/{name}", kind="merge", stage=NAME, fingerprint=mfp,
-                          init=base.name if base else None, method=entry.method, experts=entry.experts)
+                          init=base.name if base else common_init(experts), method=entry.method, experts=entry.experts)
         models.append(rec.model_dump(mode="json"))
     return {"models": models}
 

@@ -85,7 +85,7 @@ def assemble(experts: list[Path], out: Path, top_k: int, shared: str = "average"
         raise UserError(f"{what}: shared: base needs a base model")
     mlp = {_mlp_name(layer, p) for layer in range(cfg.num_hidden_layers) for p in _PROJ}
     writer = ShardWriter(out, max_shard_bytes)
-    for name in sources[0].keys():
+    for name in sources[0].names():
         if name in mlp:
             continue
         if row_weights is not None and name in _VOCAB_ROWS:

@@ -15,7 +15,7 @@ from typing import Any
 
 from occiforge import artifacts
 from occiforge.context import Context, ModelRecord, Stage
-from occiforge.experts.common import Source, default_base, resolve
+from occiforge.experts.common import Source, common_init, default_base, resolve
 from occiforge.recipe import MoeEntry
 
 NAME = "moe"
@@ -72,7 +72,7 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
         own = {lang: shares["mean"][i] for i, lang in enumerate(info["languages"]) if (shares := info["routing"].get(lang))}
         ctx.log(f"  {name}: own-expert share (layer mean) " + "  ".join(f"{k} {v:.2f}" for k, v in own.items()))
         rec = ModelRecord(name=name, folder=f"{ctx.stages[NAME].folder}/{name}", kind="moe", stage=NAME, fingerprint=mfp,
-                          init=plans[name][1].name if plans[name][1] else None, tokens_seen=info.get("train_tokens"),
+                          init=plans[name][1].name if plans[name][1] else common_init(plans[name][0]), tokens_seen=info.get("train_tokens"),
                           steps=info.get("train_steps"), experts=info["experts"], languages=info["languages"],
                           top_k=entry.top_k, router_train=entry.router.train)
         models.append(rec.model_dump(mode="json"))

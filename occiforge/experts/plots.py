@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from occiforge import viz  # noqa: F401 - selects the headless backend before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+
+from occiforge import viz  # noqa: F401 - imported for its side effect: the headless backend
 
 
 def heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: str, path: Path, fmt: str = "{:.2f}",
@@ -15,7 +16,7 @@ def heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: 
     import numpy as np
 
     data = np.asarray(values, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(cols), 1.0 + 0.45 * len(rows)))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 + 0.6 * len(cols)), max(2.5, 1.2 + 0.45 * len(rows))))
     lim = float(np.nanmax(np.abs(data))) if center and data.size else None
     im = ax.imshow(data, cmap=cmap, aspect="auto", vmin=-lim if lim else None, vmax=lim)
     ax.set_xticks(range(len(cols)), cols, rotation=45 if len(cols) > 6 else 0, ha="right" if len(cols) > 6 else "center")

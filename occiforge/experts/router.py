@@ -1,12 +1,12 @@
 """Language routing for an assembled mixture: router rows from per-language hidden-state
-centroids, the routing shares per language and layer, and the brief training of the mixture.
+centroids, the routing shares per language and layer, and the batches of the brief training.
 
 Router row e of layer l is the centroid of layer l's MLP inputs on calibration text in expert
-e's language, minus the mean of the experts' centroids, scaled to `scale` (mergekit-moe's
-`hidden` gate mode with each language's text as the positive prompts and the other languages'
-as the negative ones). Layers are set in order, each on the MLP inputs the mixture produces
-with the routers below it already set, so the rows match what the router will see. A token
-goes to the expert whose language centroid its hidden state is nearest in direction.
+e's language, minus the mean of the experts' centroids, whitened by the pooled within-language
+covariance (Fisher's discriminant; mergekit-moe's `hidden` gate mode with each language's text as
+the positive prompts and the other languages' as the negative ones, plus the whitening). Layers
+are set in order, each on the MLP inputs the mixture produces with the routers below it already
+set, so the rows match what each router will see.
 """
 
 from __future__ import annotations
@@ -73,10 +73,19 @@ def mlp_inputs(model: Any, wins: Windows, layer: int, batch_size: int = 16) -> t
     return torch.cat(captured)
 
 
-def centroid_rows(feats: list[torch.Tensor], scale: float) -> torch.Tensor:
-    """One router row per expert: its language's centroid minus the mean centroid, norm `scale`."""
+def centroid_rows(feats: list[torch.Tensor], scale: float, ridge: float = 1e-2) -> torch.Tensor:
+    """One router row per expert: its language's centroid minus the mean centroid, whitened by the
+    pooled within-language covariance (Fisher's discriminant directions), orthogonal to the mean
+    centroid, norm `scale`."""
     centroids = torch.stack([f.mean(dim=0) for f in feats])
-    rows = centroids - centroids.mean(dim=0, keepdim=True)
+    within = torch.cat([f - c for f, c in zip(feats, centroids)])
+    cov = within.T @ within / max(len(within) - 1, 1)
+    cov += ridge * cov.diagonal().mean() * torch.eye(cov.shape[0])
+    mean = centroids.mean(dim=0, keepdim=True)
+    rows = torch.linalg.solve(cov, (centroids - mean).T).T
+    # a router has no bias: project out the mean state, which every token shares, so it adds nothing
+    u = mean / mean.norm().clamp(min=1e-8)
+    rows = rows - (rows @ u.T) * u
     return rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-8) * scale
 
 

@@ -43,7 +43,7 @@ class TensorFolder:
             raise UserError(f"{self.path}: no {SINGLE} or {INDEX} (only safetensors checkpoints are read)")
         self._open: dict[Path, Any] = {}
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return list(self.files)
 
     def _handle(self, name: str) -> Any:
@@ -113,9 +113,9 @@ def check_experts(what: str, paths: dict[str, Path]) -> dict[str, Any]:
             raise UserError(f"{what}: {first} and {name} differ in architecture ({k}: {arch[first][k]} vs {arch[name][k]}); "
                             "experts must share one architecture and size")
     folders = {name: TensorFolder(paths[name]) for name in names}
-    shapes0 = {k: folders[first].shape(k) for k in folders[first].keys()}
+    shapes0 = {k: folders[first].shape(k) for k in folders[first].names()}
     for name in names[1:]:
-        shapes = {k: folders[name].shape(k) for k in folders[name].keys()}
+        shapes = {k: folders[name].shape(k) for k in folders[name].names()}
         if shapes != shapes0:
             odd = sorted(set(shapes) ^ set(shapes0)) or [k for k in shapes0 if shapes[k] != shapes0[k]]
             raise UserError(f"{what}: {first} and {name} have different tensors (first: {odd[0]})")

@@ -74,9 +74,9 @@ def write_section(ctx: Context, result: dict[str, Any], change: Any) -> None:
     dendrogram(np.asarray(result["linkage"]), langs, result["threshold"], out / "dendrogram.png")
     note = f" with {result['replay']:.0%} replay" if result["replay"] else ""
     parts = ["<h2>Transfer between languages</h2>",
-             f"<p>The base <code>{html.escape(result['base'])}</code> continued on each language{note}, scored on every "
-             "language: relative change in bits per byte against the base (negative: training on the row's language helps "
-             "the column's).</p>",
+             (f"<p>The base <code>{html.escape(result['base'])}</code> continued on each language{note}, scored on every "
+              "language: relative change in bits per byte against the base (negative: training on the row's language helps "
+              "the column's).</p>"),
              image_tag(out / "transfer.png", "transfer matrix"),
              "<p>Hierarchical clustering on 1 − the symmetrised transfer (each language's gain as a share of its own):</p>",
              image_tag(out / "dendrogram.png", "dendrogram of the languages"),

@@ -91,7 +91,7 @@ def training_facts(ctx: Context, rec: ModelRecord) -> dict[str, Any]:
             "seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
             "schedule": cfg.optim.schedule, "warmup_steps": cfg.optim.warmup_steps, "lr": planned.lr if planned else None,
             "min_lr_ratio": cfg.optim.min_lr_ratio, "precision": cfg.precision, "world_size": man.get("world_size"),
-            "device": man.get("device"), "seconds": man.get("seconds")}
+            "device": man.get("device"), "seconds": man.get("seconds"), "resumed_from_step": man.get("resumed_from_step")}
 
 
 def _base_name(ctx: Context, rec: ModelRecord, scored: set[str]) -> str | None:

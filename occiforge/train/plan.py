@@ -162,7 +162,8 @@ def memory(s: Shape, r: Recipe, world: int) -> dict[str, float]:
     }
 
 
-def _total(mem: dict[str, float], checkpointing: bool) -> float:
+def total(mem: dict[str, float], checkpointing: bool) -> float:
+    """Bytes per GPU in all: states, optimizer step, FSDP working set, logits and activations."""
     return (mem["states"] + mem["optimizer_step"] + mem["fsdp_working"] + mem["logits"]
             + mem["activations_ckpt" if checkpointing else "activations"])
 
@@ -185,7 +186,7 @@ def estimate(r: Recipe, gpus: int, gpu_type: str, mfu: float) -> list[Estimate]:
         flops = flops_per_token(shape, cfg.seq_len) * tokens
         mem = memory(shape, r, gpus)
         out.append(Estimate(pm.name, pm.key, steps, tokens, shape, flops, flops / (peak * mfu) / 3600, mem,
-                            _total(mem, cfg.activation_checkpointing)))
+                            total(mem, cfg.activation_checkpointing)))
     return out
 
 

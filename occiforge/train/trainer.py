@@ -223,6 +223,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
                     flops_per_token=monitor.flops_per_token(model, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device),
                     val_every=cfg.val_every)
     clock = clock or RunClock(steps)
+    t0 = time.perf_counter()
     with _progress(ctx) as progress, monitor.GracefulStop() as stop:
         task = progress.add_task(pm.name, total=steps, loss=float("nan"), run="?")
         hooks, log = _hooks(ctx, s, ckpt_dir, stop)
@@ -240,7 +241,9 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     _save_final(model, tok, models_dir / pm.name, history, dist, after=_keep_logs(ckpt_dir, samples))
     final_loss = history[-1]["loss"] if history else None
     fields = {"init": pm.init, "mixture": pm.mixture, "steps": steps, "final_loss": final_loss,
-              "world_size": dist.world_size, "tokens_seen": steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size,
+              "world_size": dist.world_size, "device": dist.hardware(),
+              # wall-clock of the process that finished the model (a resumed one: since its resume step)
+              "seconds": round(time.perf_counter() - t0, 1), "resumed_from_step": log.start, "tokens_seen": steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size,
               "per_language": usage}
     if dist.is_main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)

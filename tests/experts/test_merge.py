@@ -20,9 +20,9 @@ def mergekit_merge(method: str, experts: list[Path], out: Path, base: Path | Non
     from mergekit.merge import MergeOptions, run_merge
 
     weights = weights or [1.0] * len(experts)
-    params = lambda w: {"weight": w, **({"density": density} if method == "ties" else {})}  # noqa: E731
+    extra = {"density": density} if method == "ties" else {}
     tree = {"merge_method": method, "dtype": "float32",
-            "models": [{"model": str(p), "parameters": params(w)} for p, w in zip(experts, weights)]}
+            "models": [{"model": str(p), "parameters": {"weight": w, **extra}} for p, w in zip(experts, weights)]}
     if base is not None:
         tree["base_model"] = str(base)
         if scale != 1.0:
@@ -34,8 +34,8 @@ def mergekit_merge(method: str, experts: list[Path], out: Path, base: Path | Non
 
 def assert_same_tensors(ours: Path, theirs: Path, atol: float = 1e-6) -> int:
     a, b = TensorFolder(ours), TensorFolder(theirs)
-    common = set(a.keys()) & set(b.keys())
-    assert "model.layers.0.mlp.up_proj.weight" in common and len(common) >= len(a.keys()) - 1
+    common = set(a.names()) & set(b.names())
+    assert "model.layers.0.mlp.up_proj.weight" in common and len(common) >= len(a.names()) - 1
     for name in sorted(common):
         diff = (a.get(name) - b.get(name)).abs().max().item()
         assert diff <= atol, (name, diff)

@@ -50,9 +50,10 @@ def expected_results(run: Path, name: str) -> dict[tuple[str, str, str], float]:
 
 
 def test_released_folders_load_and_cards_repeat_the_manifests(demo_run: Path):
-    registry = {m["name"]: m for m in _json(demo_run / "models" / "manifest.json")["models"]}
+    # the whole model registry: trained models, the merge and the mixtures
+    registry = {m["name"]: m for stage in ("models", "merge", "moe") for m in _json(demo_run / stage / "manifest.json")["models"]}
     released = _json(demo_run / "release" / "manifest.json")["released"]
-    assert list(released) == list(registry)  # release.models defaults to every model
+    assert list(released) == list(registry) and {"moe-ft", "merged"} <= set(released)  # default: every model
     for name, rec in registry.items():
         folder = demo_run / "release" / name
         files = {p.name for p in folder.iterdir()}
@@ -67,12 +68,15 @@ def test_released_folders_load_and_cards_repeat_the_manifests(demo_run: Path):
         card = ModelCard.load(folder / "README.md")
         got = {(r.dataset_type, r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
         assert got == expected_results(demo_run, name), name  # every number exactly, none extra
+        assert card.data.license == "apache-2.0" and card.data.model_name == f"occiforge-demo-{name}"
+        if rec.get("mixture") is None:  # a merge or a mixture: no training data of its own
+            continue
         assert set(card.data.language) == {lang for lang, w in rec["mixture"].items() if w > 0}
         assert card.data.language[0] == (rec["target"] or card.data.language[0])  # the target language first
-        assert card.data.license == "apache-2.0" and card.data.model_name == f"occiforge-demo-{name}"
         assert f"| tokens seen | {rec['tokens_seen']:,} |" in card.text and f"| steps | {rec['steps']:,} |" in card.text
-        final_loss = _json(demo_run / rec["folder"] / "manifest.json")["final_loss"]
-        assert f"| final training loss | {final_loss:.3f} |" in card.text
+        man = _json(demo_run / rec["folder"] / "manifest.json")
+        assert f"| final training loss | {man['final_loss']:.3f} |" in card.text
+        assert f"| hardware | {man['device']} |" in card.text and "| wall-clock | not recorded |" not in card.text
         if rec["init"] != "scratch":
             base_bpb = _json(demo_run / "eval" / rec["init"] / "results.json")["bpb"]["de"]["bpb"]
             assert f"| German | {_json(demo_run / 'eval' / name / 'results.json')['bpb']['de']['bpb']:.4f} | {base_bpb:.4f} |" in card.text
