@@ -29,9 +29,12 @@ def test_ray_executor_gives_the_same_documents_as_local(tmp_path: Path):
     pytest.importorskip("ray")
     langs = ["de", "fr"]
     src = [{"name": "demo", "path": "builtin:demo"}]
-    local = recipe(tmp_path / "local", src, langs, executor={"kind": "local", "tasks": 2})
+    # every pass runs under Ray (curate, buckets, clusters, split); 4 bands instead of 25 keep the
+    # bucket pass to 4 Ray tasks (each costs about a second to schedule on 2 cores)
+    dedup = {"num_buckets": 4, "hashes_per_bucket": 4}
+    local = recipe(tmp_path / "local", src, langs, executor={"kind": "local", "tasks": 2}, near_dedup=dedup)
     assert main(["data", "-q", "-c", str(local)]) == 0
-    remote = recipe(tmp_path / "ray", src, langs, executor={"kind": "ray", "tasks": 2, "workers": 2})
+    remote = recipe(tmp_path / "ray", src, langs, executor={"kind": "ray", "tasks": 2, "workers": 2}, near_dedup=dedup)
     proc = subprocess.run([sys.executable, "-c", DRIVER, str(remote)], cwd=REPO, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for lang in langs:

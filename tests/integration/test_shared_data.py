@@ -14,7 +14,10 @@ from occiforge.languages import EU_LANGUAGES
 def test_curate_and_train_tokenizer_on_24_languages(shared_data: Path, tmp_path: Path):
     recipe = {
         "name": "shared", "run_dir": str(tmp_path / "run"), "languages": list(EU_LANGUAGES),
-        "data": {"sources": [{"name": "shared", "path": str(shared_data / "mono")}]},
+        # near-dedup has its own tests and benchmark (benchmarks/bench_dedup.py on this corpus); off
+        # here, and two worker processes, to keep the test short
+        "data": {"sources": [{"name": "shared", "path": str(shared_data / "mono")}], "near_dedup": {"enabled": False},
+                 "executor": {"tasks": 2, "workers": 2}},
         "tokenizer": {"vocab_size": 8000},
     }
     path = tmp_path / "r.yaml"
