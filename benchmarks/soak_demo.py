@@ -54,9 +54,9 @@ def main() -> None:
             d = digests(run)
             first = first or d
             same = d == first
-            rows.append(f"| {i + 1} | {wall:.0f} s | {rss:.0f} MB | {len(d) - 1} models | {'identical' if same else 'DIFFERENT'} |")
+            rows.append(f"| {i + 1} | {wall:.0f} s | {rss:.0f} MB | {len(d) - 1} weight files | {'identical' if same else 'DIFFERENT'} |")
             print(rows[-1], flush=True)
-        print("\n| run | wall-clock | peak RSS | weights hashed | weights and scores vs run 1 |\n|---|---|---|---|---|")
+        print("\n| run | wall-clock | peak RSS | hashed | weights and scores vs run 1 |\n|---|---|---|---|---|")
         print("\n".join(rows))
 
 

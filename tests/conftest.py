@@ -130,6 +130,23 @@ def shared_data() -> Path:
     return data
 
 
+def write_recipe(tmp_path: Path, tree: dict[str, Any], name: str = "r.yaml") -> str:
+    """A recipe tree written as YAML; its path as a string, ready for argv."""
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return str(path)
+
+
+def fails_in_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """`occiforge <argv>` in process: exit 2 and one line of stderr, no traceback. Returns the line."""
+    from occiforge.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("occiforge: error: ") and "Traceback" not in err, err
+    return err
+
+
 def tiny_tree(run_dir: Path, langs: tuple[str, ...] = ("en", "de"), **over: Any) -> dict[str, Any]:
     """A recipe that runs every stage in seconds on the built-in demo corpus."""
     tree: dict[str, Any] = {

@@ -8,26 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from occiforge import registry, runner
 from occiforge.cli import main
 from occiforge.context import Stage
 from occiforge.recipe import validate_tree
-from tests.conftest import REPO, tiny_tree
-
-
-def _write(tmp_path: Path, tree: dict) -> str:
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return str(path)
-
-
-def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("occiforge: error: ") and "Traceback" not in err, err
-    return err
+from tests.conftest import REPO, fails_in_one_line, tiny_tree, write_recipe
 
 
 def test_registry_graph_is_ordered_and_acyclic():
@@ -57,7 +43,7 @@ def test_every_stage_is_reachable_from_a_shipped_recipe():
 def test_duplicate_model_names_name_both_keys(capsys, tmp_path):
     tree = tiny_tree(tmp_path / "run")
     tree["models"]["cpt-de"] = {"init": "base", "mixture": {"de": 1.0}}
-    err = _fails(capsys, ["run", _write(tmp_path, tree)])
+    err = fails_in_one_line(capsys, ["run", write_recipe(tmp_path, tree)])
     assert "models.cpt-de" in err and "models.cpt " in err and "'cpt-de'" in err
     assert not (tmp_path / "run").exists()
 
@@ -65,7 +51,7 @@ def test_duplicate_model_names_name_both_keys(capsys, tmp_path):
 def test_both_mixture_and_targets_is_an_error(capsys, tmp_path):
     tree = tiny_tree(tmp_path / "run")
     tree["models"]["cpt"]["mixture"] = {"de": 1.0}
-    assert "models.cpt: give exactly one of 'mixture'" in _fails(capsys, ["validate", _write(tmp_path, tree)])
+    assert "models.cpt: give exactly one of 'mixture'" in fails_in_one_line(capsys, ["validate", write_recipe(tmp_path, tree)])
 
 
 def test_model_kinds_are_explicit_or_inferred(tmp_path):
@@ -78,10 +64,10 @@ def test_model_kinds_are_explicit_or_inferred(tmp_path):
 
 def test_stage_on_without_its_input_is_refused(capsys, tmp_path):
     tree = tiny_tree(tmp_path / "run", eval={"bpb": False})
-    err = _fails(capsys, ["run", _write(tmp_path, tree)])
+    err = fails_in_one_line(capsys, ["run", write_recipe(tmp_path, tree)])
     assert "stage 'report' (report.enabled) reads 'eval'" in err and "eval.bpb or eval.mc" in err
     assert not (tmp_path / "run").exists()
-    assert main(["run", _write(tmp_path, tiny_tree(tmp_path / "run", eval={"bpb": False}, report={"enabled": False})),
+    assert main(["run", write_recipe(tmp_path, tiny_tree(tmp_path / "run", eval={"bpb": False}, report={"enabled": False})),
                  "-q", "--to", "tokens"]) == 0
 
 

@@ -7,24 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from occiforge.cli import main
-from tests.conftest import tiny_tree
+from tests.conftest import fails_in_one_line, tiny_tree, write_recipe
 from tests.experts.conftest import tiny_llama, tiny_tokenizer
-
-
-def _write(tmp_path: Path, tree: dict, name: str = "r.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return str(path)
-
-
-def _fails(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("occiforge: error: ") and "Traceback" not in err, err
-    return err
 
 
 def _experts_tree(run: Path, **over) -> dict:
@@ -48,7 +34,7 @@ def _experts_tree(run: Path, **over) -> dict:
 def test_recipe_errors_name_the_models(capsys, tmp_path, section, entry, expect):
     tree = tiny_tree(tmp_path / "run", langs=("en", "de", "fr"))
     tree[section] = entry
-    assert expect in _fails(capsys, ["run", _write(tmp_path, tree)])
+    assert expect in fails_in_one_line(capsys, ["run", write_recipe(tmp_path, tree)])
     assert not (tmp_path / "run").exists()
 
 
@@ -56,7 +42,7 @@ def test_recipe_errors_name_the_models(capsys, tmp_path, section, entry, expect)
 @pytest.mark.timeout(900)
 def test_merge_moe_transfer_stages_end_to_end(tmp_path):
     run = tmp_path / "run"
-    assert main(["run", _write(tmp_path, _experts_tree(run)), "-q"]) == 0
+    assert main(["run", write_recipe(tmp_path, _experts_tree(run)), "-q"]) == 0
     registry = {m["name"]: m for m in json.loads((run / "merge" / "manifest.json").read_text())["models"]}
     assert registry["merged"]["kind"] == "merge" and registry["merged"]["experts"] == ["cpt-de", "cpt-fr"]
     moe = json.loads((run / "moe" / "manifest.json").read_text())
@@ -75,7 +61,7 @@ def test_merge_moe_transfer_stages_end_to_end(tmp_path):
     stamp = (run / "merge" / "merged" / "model.safetensors").stat().st_mtime_ns
     tree = _experts_tree(run)
     tree["moe"]["mix"]["top_k"] = 2
-    assert main(["run", _write(tmp_path, tree), "-q"]) == 0
+    assert main(["run", write_recipe(tmp_path, tree), "-q"]) == 0
     assert (run / "merge" / "merged" / "model.safetensors").stat().st_mtime_ns == stamp
     assert json.loads((run / "moe" / "mix" / "config.json").read_text())["num_experts_per_tok"] == 2
 
@@ -91,20 +77,20 @@ def test_bad_experts_exit_2_before_any_weights_are_written(capsys, tmp_path):
 
     def moe(experts: list[Path], **kw) -> list[str]:
         tree["moe"] = {"mix": {"experts": [str(p) for p in experts], "languages": ["de", "fr"], "top_k": 1, **kw}}
-        return ["run", _write(tmp_path, tree), "-q"]
+        return ["run", write_recipe(tmp_path, tree), "-q"]
 
     for name, expect in [("big", "hidden_size: 32 vs 48"), ("wide", "vocab_size: 64 vs 80"), ("other", "different tokenizers")]:
-        err = _fails(capsys, moe([a, odd[name]]))
+        err = fails_in_one_line(capsys, moe([a, odd[name]]))
         assert expect in err and f"{a} and {odd[name]}" in err, err
         assert not (run / "moe" / "mix").exists() and not list((run / "moe").glob(".*")) if (run / "moe").exists() else True
     tree.pop("moe")
     tree["merge"] = {"m": {"experts": [str(a), str(odd["big"])]}}
-    assert "merge 'm'" in _fails(capsys, ["run", _write(tmp_path, tree), "-q"])
+    assert "merge 'm'" in fails_in_one_line(capsys, ["run", write_recipe(tmp_path, tree), "-q"])
     assert not (run / "merge" / "m").exists()
     tree.pop("merge")
     # a calibration language without text: the run refuses it before any stage writes weights
     tree["data"]["sources"][0]["languages"] = ["en", "de"]
-    err = _fails(capsys, moe([a, tiny_llama(tmp_path / "a2", seed=5)]))
+    err = fails_in_one_line(capsys, moe([a, tiny_llama(tmp_path / "a2", seed=5)]))
     assert "fr" in err and "no documents" in err, err
     assert not (run / "moe" / "mix").exists() and not (run / "moe" / "manifest.json").exists()
 
