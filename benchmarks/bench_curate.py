@@ -14,7 +14,7 @@ process, one task on one worker (one core), the sides alternating; MB/s is input
 time and over CPU time (user + sys: the figure to trust on a shared machine), peak RSS is the
 child's ru_maxrss. Medians of --reps runs.
 
-    .venv/bin/python benchmarks/bench_curate.py [--mb 24 96] [--reps 3]
+    .venv/bin/python benchmarks/bench_curate.py [--mb 24 96] [--reps 3] [--sides occiforge,datatrove-sha1]
 """
 
 from __future__ import annotations
@@ -114,23 +114,25 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/bench_curate")
     ap.add_argument("--mb", type=float, nargs="+", default=[24, 96])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset of " + ", ".join(SIDES))
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    sides = [s for s in SIDES if s in args.sides.split(",")]
     if args.child:
         return child(args.child[0], Path(args.child[1]), Path(args.child[2]))
     work = Path(args.work)
     for mb in args.mb:
         corpus = work / f"corpus-{mb:g}"
         size = replicate(Path(args.shared), corpus, mb) if not corpus.is_dir() else sum(f.stat().st_size for f in corpus.glob("*.jsonl")) / 1e6
-        runs: dict[str, list[dict]] = {s: [] for s in SIDES}
+        runs: dict[str, list[dict]] = {s: [] for s in sides}
         for _ in range(args.reps):
-            for side in SIDES:
+            for side in sides:
                 runs[side].append(run_side(side, corpus, work / "run"))
                 print(f"  {mb:g} MB {side}: {runs[side][-1]}", flush=True)
         med = {s: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "rss_mb")} for s, rs in runs.items()}
         ref = med["datatrove-sha1"]
         print(f"input {size:.1f} MB, median of {args.reps}")
-        for s in SIDES:
+        for s in sides:
             m = med[s]
             print(f"  {s:<15} {size / m['wall']:6.2f} MB/s wall  {size / m['cpu']:6.2f} MB/s CPU  "
                   f"(x{ref['cpu'] / m['cpu']:.2f} of datatrove by CPU, x{ref['wall'] / m['wall']:.2f} by wall)  "
