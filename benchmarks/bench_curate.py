@@ -130,13 +130,13 @@ def main() -> None:
                 runs[side].append(run_side(side, corpus, work / "run"))
                 print(f"  {mb:g} MB {side}: {runs[side][-1]}", flush=True)
         med = {s: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "rss_mb")} for s, rs in runs.items()}
-        ref = med["datatrove-sha1"]
+        ref = med.get("datatrove-sha1")
         print(f"input {size:.1f} MB, median of {args.reps}")
         for s in sides:
             m = med[s]
             print(f"  {s:<15} {size / m['wall']:6.2f} MB/s wall  {size / m['cpu']:6.2f} MB/s CPU  "
-                  f"(x{ref['cpu'] / m['cpu']:.2f} of datatrove by CPU, x{ref['wall'] / m['wall']:.2f} by wall)  "
-                  f"peak RSS {m['rss_mb']:.0f} MB  written {runs[s][-1]['written']}")
+                  + (f"(x{ref['cpu'] / m['cpu']:.2f} of datatrove by CPU, x{ref['wall'] / m['wall']:.2f} by wall)  " if ref else "")
+                  + f"peak RSS {m['rss_mb']:.0f} MB  written {runs[s][-1]['written']}")
 
 
 if __name__ == "__main__":
