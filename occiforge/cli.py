@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from occiforge import __version__
+from occiforge import __version__, dist
 from occiforge.errors import Stopped, UserError
 
 EXIT_USER_ERROR = 2
@@ -117,8 +117,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         runner.check_enabled(ctx, ctx.stages)
         print(dump_recipe(recipe), end="")
         return 0
-    from occiforge import dist
-
     if args.command == "run":
         ctx = runner.make_context(recipe, args.quiet, args.force, dist.init())
         runner.run(ctx, runner.select(ctx.stages, args.start, args.stop))
@@ -153,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        dist.finish()
+        return code
     except UserError as e:
         print(f"occiforge: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -71,3 +71,13 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def finish() -> None:
+    """Leave the process group at the end of a command: torch warns, and gloo can abort the process
+    at exit, when a rank exits without it. Only after normal completion: a rank that failed exits
+    as it is, since destroying a group other ranks still use can block."""
+    if is_initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
