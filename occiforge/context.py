@@ -23,6 +23,11 @@ from occiforge.errors import UserError
 from occiforge.recipe import Recipe, RecordKind
 
 
+def hms(seconds: float) -> str:
+    """`h:mm:ss`, for elapsed and remaining times in the terminal."""
+    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+
+
 @dataclass(frozen=True)
 class Stage:
     """A stage of the run: its folder, what it reads, and how it fingerprints and runs."""

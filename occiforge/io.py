@@ -27,11 +27,15 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
+def iter_records(data_dir: Path, lang: str, split: str) -> Iterator[dict[str, Any]]:
+    """The curated documents of one language and split, in shard order."""
+    for path in shard_paths(data_dir, lang, split):
+        yield from iter_jsonl(path)
+
+
 def iter_texts(data_dir: Path, lang: str, split: str) -> Iterator[str]:
     """Texts of the curated documents of one language and split, in shard order."""
-    for path in shard_paths(data_dir, lang, split):
-        for record in iter_jsonl(path):
-            yield record["text"]
+    return (record["text"] for record in iter_records(data_dir, lang, split))
 
 
 TOKENS_FILE, TOKENS_META = "train.bin", "meta.json"

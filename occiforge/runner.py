@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from occiforge import artifacts, lm, registry
-from occiforge.context import Context, Stage
+from occiforge.context import Context, Stage, hms
 from occiforge.dist import DistInfo, barrier
 from occiforge.errors import UserError
 from occiforge.recipe import Recipe, dump_recipe
@@ -94,14 +94,11 @@ def run(ctx: Context, selected: Iterable[str]) -> None:
     todo = [name for name in selected if ctx.stages[name].enabled(ctx.recipe)]
     t0 = time.perf_counter()
     for i, name in enumerate(todo, 1):
-        run_stage(ctx, name, f" [dim](stage {i}/{len(todo)}, run {_clock(time.perf_counter() - t0)} so far)[/dim]")
+        run_stage(ctx, name, f" [dim](stage {i}/{len(todo)}, run {hms(time.perf_counter() - t0)} so far)[/dim]")
     if ctx.dist.is_main:  # written once the stages it describes are done: a failed attempt leaves the last good one
         artifacts.write_text_atomic(ctx.run_dir / "recipe.resolved.yaml", dump_recipe(ctx.recipe))
-        ctx.log(f"[bold green]✓ run[/bold green] {len(todo)} stages in {_clock(time.perf_counter() - t0)} → {ctx.run_dir}")
+        ctx.log(f"[bold green]✓ run[/bold green] {len(todo)} stages in {hms(time.perf_counter() - t0)} → {ctx.run_dir}")
 
-
-def _clock(seconds: float) -> str:
-    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
 
 
 def make_context(recipe: Recipe, quiet: bool = False, forced: Iterable[str] = (), dist: DistInfo | None = None) -> Context:

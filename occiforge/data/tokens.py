@@ -21,7 +21,7 @@ from typing import Any
 
 from occiforge import artifacts
 from occiforge.context import Context, Stage
-from occiforge.io import DOC_INDEX, TOKENS_FILE, TOKENS_META, iter_jsonl, shard_paths
+from occiforge.io import DOC_INDEX, TOKENS_FILE, TOKENS_META, iter_records
 from occiforge.lm import load_tokenizer
 
 BATCH = 512  # documents per encode_batch call
@@ -56,13 +56,6 @@ def parallel_encoding() -> Iterator[None]:
             os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
-def _records(data_dir: Path, lang: str, split: str) -> Iterator[tuple[str, str]]:
-    """(text, source) of the curated documents of one language and split, in shard order."""
-    for path in shard_paths(data_dir, lang, split):
-        for record in iter_jsonl(path):
-            yield record["text"], (record.get("metadata") or {}).get("source") or "unknown"
-
-
 def tokenize_language(tok: Any, data_dir: Path, lang: str, out: Path, split: str = "train") -> dict[str, Any]:
     import numpy as np
 
@@ -77,13 +70,14 @@ def tokenize_language(tok: Any, data_dir: Path, lang: str, out: Path, split: str
     offsets = [0]  # document boundaries: training packs whole documents (occiforge/train/packing.py)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / TOKENS_FILE, "wb") as f, parallel_encoding():
-        for batch in _batches(_records(data_dir, lang, split), BATCH):
-            for (_, source), enc in zip(batch, fast.encode_batch([t for t, _ in batch], add_special_tokens=False)):
+        for batch in _batches(iter_records(data_dir, lang, split), BATCH):
+            for record, enc in zip(batch, fast.encode_batch([r["text"] for r in batch], add_special_tokens=False)):
                 arr = np.asarray([*head, *enc.ids, eos], dtype=dtype)
                 f.write(arr.tobytes())
                 n_tokens += arr.size
                 n_docs += 1
                 offsets.append(n_tokens)
+                source = (record.get("metadata") or {}).get("source") or "unknown"
                 per_source[source] = per_source.get(source, 0) + arr.size
     np.save(out / DOC_INDEX, np.asarray(offsets, dtype=np.int64))
     meta = {"dtype": np.dtype(dtype).name, "tokens": n_tokens, "documents": n_docs, "per_source": per_source}

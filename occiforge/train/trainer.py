@@ -25,7 +25,7 @@ from rich.progress import (
 from transformers import AutoModelForCausalLM
 
 from occiforge import artifacts, checkpoint
-from occiforge.context import Context
+from occiforge.context import Context, hms
 from occiforge.dist import DistInfo, barrier
 from occiforge.errors import Stopped, UserError
 from occiforge.io import open_token_docs
@@ -139,8 +139,7 @@ class RunClock:
 
     def tick(self) -> str:
         self.done += 1
-        left = (self.total - self.done) * (time.perf_counter() - self.t0) / self.done
-        return f"{int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+        return hms((self.total - self.done) * (time.perf_counter() - self.t0) / self.done)
 
 
 def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[dict[str, Any]], dist: DistInfo,
