@@ -30,13 +30,18 @@ $(BIN)/occiforge: pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/occiforge run recipes/demo.yaml
 
+# Two workers (pytest-xdist): much of the suite waits on subprocesses, imports and I/O. Every test
+# that reads the demo run goes to one worker (`--dist loadgroup`), so the demo runs once.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The quick loop while editing: everything but the integration runs and the tests marked slow
 # (under 90 s on 2 cores). `make test` is the full suite, as CI runs it.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not integration"
+	$(PYTEST) -m "not slow and not integration"
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from occiforge import __version__, dist
+from occiforge import __version__, dist, hostmem
 from occiforge.errors import Stopped, UserError
 
 EXIT_USER_ERROR = 2
@@ -150,6 +150,7 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    hostmem.keep_freed_memory()
     try:
         code = _dispatch(args)
         dist.finish()

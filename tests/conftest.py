@@ -18,6 +18,11 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist (`make test`: one worker per core) every worker, and every process it starts,
+# computes on one thread: two 2-thread jobs on 2 cores run 3-5x slower than one.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
 import shutil
 import socket
 import subprocess
@@ -35,6 +40,8 @@ SHARED = Path(os.environ.get("OCCIFORGE_SHARED", REPO.parent / "shared"))
 # pytest-timeout counts setup. A few minutes on 2 idle cores, but over 25 min on a 2-core machine
 # shared with other jobs: these are limits for a hang, not a budget.
 DEMO_TIMEOUT = 3600
+# the demo recipe asks for 2 threads; beside another worker it gets one (a speed setting, not a result)
+DEMO_THREADS = ["--set", "train.threads=1"] if WORKER else []
 DEMO_ABLATION = ["--set", "models.cpt0.init=base", "--set", "models.cpt0.targets=[de]", "--set", "models.cpt0.replay=0"]
 
 
@@ -46,7 +53,7 @@ DEMO_ABLATION = ["--set", "models.cpt0.init=base", "--set", "models.cpt0.targets
 SLOW_TESTS = {
     # separate processes: torchrun / mp.spawn with 2 ranks, fresh interpreters
     "tests/train/test_distributed.py::test_two_ranks_train_and_save_a_hf_model",
-    "tests/train/test_distributed.py::test_two_rank_checkpoint_resumes_in_one_process",  # + ~800 steps, ~100 checkpoints
+    "tests/train/test_distributed.py::test_two_rank_checkpoint_resumes_in_one_process",
     "tests/eval/test_commands.py::test_torchrun_splits_the_work_and_gets_the_same_scores",
     "tests/train/test_loop.py::test_two_ranks_with_unequal_target_counts_match_one_process",
     "tests/test_lm.py::test_remote_code_never_runs_and_never_prompts",
@@ -79,10 +86,11 @@ def occiforge_cli(*args: str, timeout: float = 1500) -> subprocess.CompletedProc
     return proc
 
 
-def _assert_finished(proc: subprocess.CompletedProcess, run: Path) -> None:
-    """Exit code 0 is not enough: a SIGTERM during training writes a checkpoint and exits 0."""
-    assert "stopped by" not in proc.stderr and (run / "report" / "index.html").is_file(), (
-        f"the demo run in {run} stopped before its report: {proc.stderr[-2000:]}")
+def _assert_finished(proc: subprocess.CompletedProcess, done: Path) -> None:
+    """Exit code 0 is not enough: a SIGTERM during training writes a checkpoint and exits 0. `done`:
+    what the run's last stage writes."""
+    assert "stopped by" not in proc.stderr and done.is_file(), (
+        f"the demo run stopped before {done}: {proc.stderr[-2000:]}")
 
 
 @pytest.fixture(scope="session")
@@ -90,29 +98,40 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder of `occiforge run recipes/demo.yaml`, run once per session (only if a test
     asks for it). Shared by every test that uses it: read it, never write into it (copy it first,
     as `demo_ablation_run` does)."""
+    if WORKER:  # the session's temp folder is per worker; its parent is shared by all of them
+        claim = tmp_path_factory.getbasetemp().parent / "demo-run-by"
+        assert not claim.exists(), (f"the demo ran on {claim.read_text()} and again on {WORKER}: `--dist loadgroup` "
+                                    "is not grouping the tests that read it (pytest 9.2, pytest-xdist#1386?)")
+        claim.write_text(WORKER)
     run = tmp_path_factory.mktemp("demo") / "run"
     if done := os.environ.get("OCCIFORGE_DEMO_RUN"):  # while editing: a copy of a finished demo run, brought up to date
         shutil.copytree(done, run)
-    _assert_finished(occiforge_cli("run", "recipes/demo.yaml", "-q", "--set", f"run_dir={run}", timeout=2400), run)
+    _assert_finished(occiforge_cli("run", "recipes/demo.yaml", "-q", "--set", f"run_dir={run}", *DEMO_THREADS, timeout=2400),
+                     run / "report" / "index.html")
     return run
 
 
 @pytest.fixture(scope="session")
 def demo_ablation_run(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of `demo_run` with the replay ablation added through --set: one more bilingual model,
-    `cpt0-de`, for German with replay 0. Only that model, its eval and the report are computed."""
+    `cpt0-de`, for German with replay 0. Only that model and its eval are computed (`--to eval`)."""
     run = tmp_path_factory.mktemp("demo_ablation") / "run"
     shutil.copytree(demo_run, run)
-    _assert_finished(occiforge_cli("run", "recipes/demo.yaml", "-q", "--set", f"run_dir={run}", *DEMO_ABLATION, timeout=1200), run)
+    proc = occiforge_cli("run", "recipes/demo.yaml", "-q", "--set", f"run_dir={run}", *DEMO_THREADS, *DEMO_ABLATION,
+                         "--to", "eval", timeout=1200)
+    _assert_finished(proc, run / "eval" / "cpt0-de" / "results.json")
     return run
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     integration_dir = Path(__file__).parent / "integration"
     for item in items:
         uses_demo = "demo_run" in getattr(item, "fixturenames", ())
         if uses_demo or integration_dir in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
+        if uses_demo:  # one worker runs the demo and every test that reads it (`--dist loadgroup`)
+            item.add_marker(pytest.mark.xdist_group("demo"))
         if uses_demo and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEMO_TIMEOUT))
         if item.nodeid.split("[")[0] in SLOW_TESTS:

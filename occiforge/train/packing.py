@@ -36,20 +36,21 @@ class Docs:
 
 
 def pieces(docs: Docs, window: int, split_long: bool) -> tuple[np.ndarray, np.ndarray, int]:
-    """(starts, lengths) of the items to pack, and how many documents were left out as too long."""
+    """(starts, lengths) of the items to pack, and how many documents were left out as too long.
+    Lengths are int32 (a piece is at most one row): 4 bytes less per document at 1e8 documents."""
     starts, lens = docs.offsets[:-1].astype(np.int64), np.diff(docs.offsets).astype(np.int64)
     keep = lens > 0
     starts, lens = starts[keep], lens[keep]
     long = lens > window
     if not split_long:
-        return starts[~long], lens[~long], int(long.sum())
+        return starts[~long], lens[~long].astype(np.int32), int(long.sum())
     out_s, out_l = [starts[~long]], [lens[~long]]
     for s, n in zip(starts[long], lens[long]):
         cuts = np.arange(0, n, window)
         out_s.append(s + cuts)
         out_l.append(np.minimum(window, n - cuts))
     order = np.argsort(np.concatenate(out_s), kind="stable")  # back in document order
-    return np.concatenate(out_s)[order], np.concatenate(out_l)[order], 0
+    return np.concatenate(out_s)[order], np.concatenate(out_l)[order].astype(np.int32), 0
 
 
 def best_fit(lens: np.ndarray, cap: int) -> list[list[int]]:
@@ -69,43 +70,88 @@ def best_fit(lens: np.ndarray, cap: int) -> list[list[int]]:
     return bins
 
 
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch's rows as two flat arrays: the pieces of every row back to back, and where each row
+    starts in them (n_rows + 1). About 12 bytes per document instead of a Python list per row."""
+
+    pieces: np.ndarray
+    bounds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def row(self, k: int) -> np.ndarray:
+        return self.pieces[self.bounds[k] : self.bounds[k + 1]]
+
+
+def _index_dtype(n: int) -> type:
+    return np.int32 if n < 2**31 else np.int64
+
+
 @dataclass
 class LanguagePass:
-    """The rows of one language: epoch after epoch, each a shuffled best-fit packing of its pieces."""
+    """The rows of one language: epoch after epoch, each a shuffled best-fit packing of its pieces.
+
+    Only the two most recently used epochs are kept (training reads them in order); the row count
+    of every epoch built so far is, so locating a row never rebuilds more than its own epoch."""
 
     docs: Docs
     window: int
     seed: int
     stream: int  # this language's index: a seed of its own
     split_long: bool
-    _epochs: dict[int, list[list[int]]] = field(default_factory=dict)
+    _epochs: dict[int, Epoch] = field(default_factory=dict)
+    _rows: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.starts, self.lens, self.dropped = pieces(self.docs, self.window, self.split_long)
         self.tokens_per_epoch = int(self.lens.sum())
 
-    def epoch(self, e: int) -> list[list[int]]:
+    def epoch(self, e: int) -> Epoch:
         if e not in self._epochs:
-            rng = np.random.default_rng([self.seed, self.stream, e])
-            perm = rng.permutation(len(self.lens))
-            bins = [[int(chunk[j]) for j in b] for chunk in np.array_split(perm, max(1, -(-len(perm) // CHUNK)))
-                    for b in best_fit(self.lens[chunk], self.window)]
-            self._epochs[e] = [bins[i] for i in rng.permutation(len(bins))]
+            self._epochs[e] = self._build(e)
+            self._rows[e] = len(self._epochs[e])
+            if len(self._epochs) > 2:  # drop the oldest other than e (dicts keep insertion order)
+                self._epochs.pop(next(k for k in self._epochs if k != e))
         return self._epochs[e]
+
+    def _build(self, e: int) -> Epoch:
+        """Shuffle the pieces, best-fit each CHUNK of them, then shuffle the rows (bins) of the epoch."""
+        rng = np.random.default_rng([self.seed, self.stream, e])
+        perm = rng.permutation(len(self.lens))
+        dt = _index_dtype(len(perm))
+        flat, sizes = [], []
+        for chunk in np.array_split(perm, max(1, -(-len(perm) // CHUNK))):
+            bins = best_fit(self.lens[chunk], self.window)
+            flat.append(chunk[np.fromiter((j for b in bins for j in b), dtype=np.int64)].astype(dt))
+            sizes.append(np.fromiter((len(b) for b in bins), dtype=np.int64, count=len(bins)))
+        pieces_, size = np.concatenate(flat), np.concatenate(sizes)
+        order = rng.permutation(len(size))
+        old_start = np.cumsum(size) - size
+        bounds = np.zeros(len(size) + 1, dtype=np.int64)
+        np.cumsum(size[order], out=bounds[1:])
+        gather = np.repeat(old_start[order] - bounds[:-1], size[order]) + np.arange(len(pieces_))
+        return Epoch(pieces_[gather], bounds)
+
+    def rows_in(self, e: int) -> int:
+        if e not in self._rows:
+            self.epoch(e)
+        return self._rows[e]
 
     def locate(self, k: int) -> tuple[int, int]:
         """(epoch, row within it) of this language's k-th row."""
         e = 0
-        while k >= len(self.epoch(e)):
-            k -= len(self.epoch(e))
+        while k and k >= self.rows_in(e):  # row 0 of an epoch is found without planning that epoch
+            k -= self.rows_in(e)
             e += 1
         return e, k
 
     def usage(self, rows: int) -> int:
         """Tokens the first `rows` rows hold (what `rows` rows of this language consume)."""
-        e, k = self.locate(rows) if rows else (0, 0)
-        partial = sum(int(self.lens[p]) for b in self.epoch(e)[:k] for p in b)
-        return e * self.tokens_per_epoch + partial
+        e, k = self.locate(rows)
+        ep = self.epoch(e) if k else None
+        return e * self.tokens_per_epoch + (int(self.lens[ep.pieces[: ep.bounds[k]]].sum()) if ep else 0)
 
 
 class PackedMixture:
@@ -126,8 +172,8 @@ class PackedMixture:
             self.passes[lang] = p
         probs = np.array([weights[lang] for lang in self.langs], dtype=np.float64)
         rng = np.random.default_rng([seed, len(self.langs), 0x5EED])
-        self.row_lang = rng.choice(len(self.langs), size=total_rows, p=probs / probs.sum())
-        self.row_index = np.zeros(total_rows, dtype=np.int64)
+        self.row_lang = rng.choice(len(self.langs), size=total_rows, p=probs / probs.sum()).astype(np.int16)
+        self.row_index = np.zeros(total_rows, dtype=_index_dtype(total_rows))
         for i in range(len(self.langs)):
             hits = np.nonzero(self.row_lang == i)[0]
             self.row_index[hits] = np.arange(len(hits))
@@ -151,7 +197,7 @@ class PackedMixture:
         labels = np.full(self.window, -100, dtype=np.int64)
         pos = np.zeros(self.window, dtype=np.int64)
         at = 0
-        for piece in p.epoch(e)[k]:
+        for piece in p.epoch(e).row(k):
             s, n = int(p.starts[piece]), int(p.lens[piece])
             seg = np.asarray(p.docs.ids[s : s + n], dtype=np.int64)
             lab = seg.copy()

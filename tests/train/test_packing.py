@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from occiforge.errors import UserError
-from occiforge.train.packing import Docs, LanguagePass, PackedMixture, best_fit
+from occiforge.train.packing import CHUNK, Docs, LanguagePass, PackedMixture, best_fit
 
 
 def _docs(lengths: list[int], first: int = 10, targets: bool = False) -> Docs:
@@ -29,9 +29,31 @@ def test_each_epoch_is_a_permutation_of_the_documents_and_long_ones_are_cut():
     p = LanguagePass(_docs([5, 9, 3, 40, 7, 2]), window=16, seed=0, stream=0, split_long=True)
     assert p.tokens_per_epoch == 66 and p.dropped == 0
     for e in range(3):
-        held = sorted(int(p.lens[i]) for b in p.epoch(e) for i in b)
+        held = sorted(int(n) for n in p.lens[p.epoch(e).pieces])
         assert held == sorted([5, 9, 3, 16, 16, 8, 7, 2])  # 40 -> 16 + 16 + 8; the rest whole
-    assert p.epoch(0) != p.epoch(1)  # a fresh shuffle every epoch
+        assert all(p.lens[p.epoch(e).row(k)].sum() <= 16 for k in range(len(p.epoch(e))))
+    assert not np.array_equal(p.epoch(0).pieces, p.epoch(1).pieces)  # a fresh shuffle every epoch
+
+
+def _rows_as_lists(p: LanguagePass, e: int) -> list[list[int]]:
+    """The epoch built the plain way (a Python list per row), as the flat arrays must reproduce it."""
+    rng = np.random.default_rng([p.seed, p.stream, e])
+    perm = rng.permutation(len(p.lens))
+    bins = [[int(chunk[j]) for j in b] for chunk in np.array_split(perm, max(1, -(-len(perm) // CHUNK)))
+            for b in best_fit(p.lens[chunk], p.window)]
+    return [bins[i] for i in rng.permutation(len(bins))]
+
+
+def test_flat_epochs_hold_the_rows_of_the_plain_construction_and_few_stay_in_memory():
+    lens = np.random.default_rng(1).integers(1, 60, size=3 * CHUNK + 17)  # several chunks, one partial
+    p = LanguagePass(_docs(lens.tolist()), window=64, seed=5, stream=2, split_long=True)
+    for e in (0, 1):
+        flat = p.epoch(e)
+        assert [flat.row(k).tolist() for k in range(len(flat))] == _rows_as_lists(p, e)
+        assert flat.pieces.dtype == np.int32 and flat.pieces.nbytes == 4 * len(p.lens)
+    assert p.locate(p.rows_in(0) + p.rows_in(1) + 3) == (2, 3)
+    assert len(p._epochs) <= 2  # epochs 0-2 were built; only the last two are kept
+    assert p.usage(p.rows_in(0)) == p.tokens_per_epoch  # a whole epoch uses every token once
 
 
 def test_rows_are_a_pure_function_of_the_seed_and_count_epochs_exactly():
