@@ -72,8 +72,9 @@ def best_fit(lens: np.ndarray, cap: int) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class Epoch:
-    """One epoch's rows as two flat arrays: the pieces of every row back to back, and where each row
-    starts in them (n_rows + 1). About 12 bytes per document instead of a Python list per row."""
+    """One epoch's rows as two flat arrays: the pieces of every row back to back (int32), and where
+    each row starts in them (n_rows + 1), instead of a Python list per row. Planning 4e6 documents:
+    2.6x faster and 2.4x less memory (298 vs 714 MB) than the lists (`benchmarks/bench_packing.py`)."""
 
     pieces: np.ndarray
     bounds: np.ndarray
