@@ -94,8 +94,8 @@ def _index_dtype(n: int) -> type:
 class LanguagePass:
     """The rows of one language: epoch after epoch, each a shuffled best-fit packing of its pieces.
 
-    Only the two most recently used epochs are kept (training reads them in order); the row count
-    of every epoch built so far is, so locating a row never rebuilds more than its own epoch."""
+    Only the two most recently built epochs are kept (training reads them in order), and the row
+    count of every epoch built so far, so locating a row never rebuilds more than its own epoch."""
 
     docs: Docs
     window: int
