@@ -27,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,17 @@ def shared_data() -> Path:
             pytest.fail(f"OCCIFORGE_REQUIRE_SHARED=1 but {data} is missing")
         pytest.skip(f"shared data not found at {data} (set OCCIFORGE_SHARED or clone with ../shared beside)")
     return data
+
+
+def wait_for_lines(path: Path, lines: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Poll (every 50 ms) until `path` has `lines` lines while `proc` runs: the moment to signal or kill it."""
+    end = time.time() + timeout
+    while not (path.is_file() and path.read_text().count("\n") >= lines):
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"exited ({proc.returncode}) before {path} had {lines} lines: {err[-2000:]}")
+        assert time.time() < end, f"{path} did not reach {lines} lines in {timeout:.0f} s"
+        time.sleep(0.05)
 
 
 def write_recipe(tmp_path: Path, tree: dict[str, Any], name: str = "r.yaml") -> str:

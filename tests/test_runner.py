@@ -5,14 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from occiforge.cli import main
-from tests.conftest import tiny_tree
+from tests.conftest import tiny_tree, wait_for_lines
 
 
 def _mtimes(run: Path) -> dict[str, float]:
@@ -54,14 +53,6 @@ def _start(recipe: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _wait_for_lines(path: Path, lines: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    end = time.time() + timeout
-    while not (path.is_file() and path.read_text().count("\n") >= lines):
-        assert proc.poll() is None, f"finished before {path} had {lines} lines"
-        assert time.time() < end, f"{path} did not reach {lines} lines"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow  # three `occiforge run` processes
 def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path):
     # No periodic checkpoint: the Ctrl-C writes the one the later runs resume from, a few steps in
@@ -74,7 +65,7 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path):
     run, log = tmp_path / "run", tmp_path / "run" / "models" / ".base.ckpt" / "train_log.jsonl"
 
     proc = _start(recipe)  # Ctrl-C
-    _wait_for_lines(log, 1, proc)
+    wait_for_lines(log, 1, proc, timeout=120)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command again to resume" in err  # "stopped by SIGINT: ..."
@@ -83,7 +74,7 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path: Path):
 
     data_manifest = (run / "data" / "manifest.json").stat().st_mtime_ns
     proc = _start(recipe)  # kill -9, the hard way, once it trains past the checkpoint
-    _wait_for_lines(log, step // 10 + 2, proc)
+    wait_for_lines(log, step // 10 + 2, proc, timeout=120)
     proc.kill()
     proc.communicate(timeout=60)
     assert not (run / "models" / "base" / "manifest.json").exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from occiforge.cli import main
-from tests.conftest import REPO, free_port, tiny_tree
+from tests.conftest import REPO, free_port, tiny_tree, wait_for_lines
 
 
 def _torchrun(recipe: Path) -> subprocess.Popen:
@@ -56,10 +55,7 @@ def test_two_rank_checkpoint_resumes_in_one_process(prepared: Path):
     prepared.write_text(yaml.safe_dump(tree, sort_keys=False))
     ckpt = prepared.parent / "run" / "models" / ".base.ckpt"
     proc = _torchrun(prepared)
-    end = time.time() + 240
-    while not ((ckpt / "train_log.jsonl").is_file() and (ckpt / "train_log.jsonl").read_text().count("\n") >= 3):
-        assert proc.poll() is None and time.time() < end, "training did not start"
-        time.sleep(0.05)
+    wait_for_lines(ckpt / "train_log.jsonl", 3, proc)  # training started
     proc.terminate()  # `kill PID` of the launcher: torchrun passes SIGTERM to its workers, which checkpoint and exit
     proc.communicate(timeout=120)
     state = ckpt / "latest" / "trainer_state.json"

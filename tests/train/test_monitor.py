@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from occiforge.cli import main
 from occiforge.errors import UserError
 from occiforge.loop import Hooks, LoopSpec, train
 from occiforge.recipe import OptimConfig
-from tests.conftest import REPO, tiny_tree
+from tests.conftest import REPO, tiny_tree, wait_for_lines
 from tests.train.test_loop import _masked_rows, _model
 
 
@@ -123,10 +122,7 @@ def _run_until_signal(recipe: Path, log: Path, sig: int, code: int, said: str, m
                       resumed: str | None = None) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "occiforge.cli", "train", "-c", str(recipe), *(["-q"] if quiet else [])],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    end = time.time() + 240
-    while not (log.is_file() and log.read_text().count("\n") >= min_lines):
-        assert proc.poll() is None and time.time() < end, proc.stderr.read() if proc.poll() is not None else "no log"
-        time.sleep(0.05)
+    wait_for_lines(log, min_lines, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
