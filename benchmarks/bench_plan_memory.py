@@ -5,13 +5,15 @@
 Each case is one fresh process: a Llama built from a recipe's architecture, the one training loop
 (`occiforge.loop.train`, fp32, AdamW) for a few steps on random tokens. Measured: the peak
 resident set (ru_maxrss) minus the resident set just before the model is built. Estimated:
-`occiforge.train.plan.memory` for one process (states, optimizer step, activations, logits; no
-FSDP working set).
+`occiforge.train.plan.memory` for one process (states, activations, loss; no
+FSDP working set). Each case runs with the chunked loss (the default) and with the model's own, and twice: as glibc
+keeps freed memory by default, and with a fixed mmap threshold, whose peak is that of live memory.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,7 +34,7 @@ def _rss() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
 
 
-def one(seq: int, batch: int, ckpt: bool) -> dict:
+def one(seq: int, batch: int, ckpt: bool, chunked: bool) -> dict:
     import resource
 
     import torch
@@ -48,7 +50,7 @@ def one(seq: int, batch: int, ckpt: bool) -> dict:
     tree = {"name": "m", "languages": ["en"], "data": {"sources": [{"name": "d", "path": "builtin:demo"}]},
             "tokenizer": {"vocab_size": VOCAB},
             "train": {"architecture": ARCH, "seq_len": seq, "batch_size": batch, "precision": "fp32",
-                      "activation_checkpointing": ckpt}, "models": {"m": {"mixture": {"en": 1.0}}}}
+                      "activation_checkpointing": ckpt, "chunked_loss": chunked}, "models": {"m": {"mixture": {"en": 1.0}}}}
     r = validate_tree(tree, "bench")
     config = _scratch_config(r)
     gen = torch.Generator().manual_seed(0)
@@ -58,27 +60,34 @@ def one(seq: int, batch: int, ckpt: bool) -> dict:
     model = parallelize(LlamaForCausalLM(LlamaConfig(**config.to_dict())), r.train, DistInfo.single())
     model.config.use_cache = False
     spec = LoopSpec(steps=4, lr=1e-3, optim=OptimConfig(), grad_accum=1, precision="fp32", save_every=1000,
-                    log_every=1000, fingerprint="x")
+                    log_every=1000, fingerprint="x", chunked_loss=chunked)
     with tempfile.TemporaryDirectory() as tmp:
         train(model, lambda step, micro: {"input_ids": batches[step], "labels": batches[step]}, spec, Path(tmp) / "ckpt")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    est = memory(shape_of(config), r, 1)
-    total = est["states"] + est["optimizer_step"] + est["logits"] + est["activations_ckpt" if ckpt else "activations"]
+    est = memory(shape_of(config), r, 1, device="cpu")
+    total = est["states"] + est["loss"] + est["activations_ckpt" if ckpt else "activations"]
     return {"measured": peak - base, "estimate": total, "parts": est}
 
 
 def main() -> None:
-    if len(sys.argv) == 4:
-        print(json.dumps(one(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1")))
+    if len(sys.argv) == 5:
+        print(json.dumps(one(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1")))
         return
-    print("| case | estimate | measured peak RSS growth | estimate / measured |\n|---|---|---|---|")
-    for name, seq, batch, ckpt in CASES:
-        out = subprocess.run([sys.executable, __file__, str(seq), str(batch), str(int(ckpt))], capture_output=True,
-                             text=True, check=True)
-        res = json.loads(out.stdout.strip().splitlines()[-1])
-        mib = 2**20
-        print(f"| {name} | {res['estimate'] / mib:.0f} MiB | {res['measured'] / mib:.0f} MiB | "
-              f"{res['estimate'] / res['measured']:.2f} |", flush=True)
+    print("| case | loss | estimate | peak RSS growth | live peak | estimate / live peak |\n|---|---|---|---|---|---|")
+    mib = 2**20
+    for (name, seq, batch, ckpt), chunked in [(case, c) for case in CASES for c in (True, False)]:
+        res = [_run(seq, batch, ckpt, chunked, live) for live in (False, True)]
+        print(f"| {name} | {'chunked' if chunked else 'model'} | {res[0]['estimate'] / mib:.0f} MiB | {res[0]['measured'] / mib:.0f} MiB "
+              f"| {res[1]['measured'] / mib:.0f} MiB | {res[0]['estimate'] / res[1]['measured']:.2f} |", flush=True)
+
+
+def _run(seq: int, batch: int, ckpt: bool, chunked: bool, live: bool) -> dict:
+    # live: a fixed mmap threshold makes glibc hand every large block back when it is freed, so the
+    # peak resident set is the peak of live memory rather than what the heap kept for reuse
+    env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": "65536"} if live else {})}
+    out = subprocess.run([sys.executable, __file__, str(seq), str(batch), str(int(ckpt)), str(int(chunked))],
+                         capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from occiforge import checkpoint
+from occiforge import checkpoint, lossfn
 from occiforge.dist import barrier
 from occiforge.errors import Stopped, UserError
 from occiforge.recipe import OptimConfig
@@ -42,6 +42,7 @@ class LoopSpec:
     flops_per_token: float | None = None  # model FLOPs per trained token: MFU where the device's peak is known
     peak_flops: float | None = None  # dense peak FLOP/s of one rank's device
     val_every: int | None = None  # steps between `hooks.validate` calls (and at the last step)
+    chunked_loss: bool = True  # the loss beside the head, chunk by chunk (occiforge.lossfn), where the model allows
 
 
 @dataclass
@@ -77,7 +78,10 @@ def make_optimizer(model: torch.nn.Module, spec: LoopSpec) -> torch.optim.Optimi
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": spec.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.optim.betas, foreach=True)
+    # one fused kernel over all parameters: on CPU 3 ms a step for the trainer benchmark's 5M parameters,
+    # where foreach takes 24 ms (its per-op temporaries); torchtitan uses it on GPU with FSDP2 too
+    fused = {p.device.type for p in decay + no_decay} <= {"cpu", "cuda"}
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.optim.betas, fused=fused, foreach=not fused)
 
 
 def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: LoopSpec, rank: int,
@@ -106,8 +110,14 @@ def train(
     exact run exists; `get_batch(step, micro)` must be deterministic for exact resumption.
     Under torchrun every rank calls this with its own batches; FSDP2 averages the gradients.
     A non-finite loss stops the run (UserError naming the step; the last good checkpoint stays);
-    `hooks.should_stop()` turning true writes a checkpoint and raises `Stopped`."""
-    hooks = hooks or Hooks()
+    `hooks.should_stop()` turning true writes a checkpoint and raises `Stopped`.
+    The loss is computed beside the head where the model allows (`occiforge.lossfn`; `spec.chunked_loss`)."""
+    with lossfn.chunked(model, spec.chunked_loss):
+        return _train(model, get_batch, spec, ckpt_dir, on_step, log, rank, hooks or Hooks())
+
+
+def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec: LoopSpec, ckpt_dir: Path,
+           on_step: Callable[[int, float], None] | None, log: Callable[[str], None], rank: int, hooks: Hooks) -> list[dict[str, Any]]:
     device = next(model.parameters()).device
     opt = make_optimizer(model, spec)
     start, history = _resume(ckpt_dir, model, opt, spec, rank, log)
@@ -204,18 +214,24 @@ def _accumulate(model: torch.nn.Module, micros: list[Batch], device: torch.devic
         loss.backward()
         total += loss.detach()
         if groups and "groups" in micro:
-            stats += _group_nll(out.logits.detach(), batch["labels"], _to_device(micro["groups"], device), groups)
+            nll = getattr(out, "token_nll", None)  # the chunked loss gives it; other models give logits
+            nll = _token_nll(out.logits.detach(), batch["labels"]) if nll is None else nll
+            stats += _group_nll(nll, batch["labels"], _to_device(micro["groups"], device), groups)
     return total, stats
 
 
-def _group_nll(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, n: int) -> torch.Tensor:
-    """(2, n): summed next-token NLL and target count per group of rows."""
+def _token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(b, T-1): next-token NLL per position, 0 where the label is -100."""
     targets = labels[:, 1:]
-    keep = targets != -100
     nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp_min(0), reduction="none")
-    out = torch.zeros(2, n, device=logits.device)
-    out[0].index_add_(0, groups, (nll * keep).sum(1))
-    out[1].index_add_(0, groups, keep.sum(1).float())
+    return nll * (targets != -100)
+
+
+def _group_nll(nll: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, n: int) -> torch.Tensor:
+    """(2, n): summed next-token NLL and target count per group of rows."""
+    out = torch.zeros(2, n, device=nll.device)
+    out[0].index_add_(0, groups, nll.sum(1))
+    out[1].index_add_(0, groups, (labels[:, 1:] != -100).sum(1).float())
     return out
 
 

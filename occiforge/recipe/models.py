@@ -54,6 +54,7 @@ class TrainConfig(Strict):
     steps: int = Field(200, ge=1)
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile each decoder layer
+    chunked_loss: bool = True  # the loss beside the head, chunk by chunk, no logits kept (occiforge.lossfn); false: the model's own
     activation_checkpointing: bool = False
     save_every: int = Field(100, ge=1)  # resumable checkpoint interval (steps)
     log_every: int = Field(10, ge=1)

@@ -17,11 +17,15 @@ h_kv = kv heads x head_dim, I = MLP width, L = layers, V = vocabulary, a = 2 in 
   q, k, v, attention output; SwiGLU gate, up, act(gate), product) + 4·2h (HF's RMSNorm keeps its
   input in fp32). With activation checkpointing: the layer inputs a·h per token and layer, plus
   one layer's full activations while it is recomputed;
-- logits: b·T·V·(a + 16): the logits, then at the loss backward's peak four fp32 tensors of the
-  same size (log-probabilities, their gradient, the logits' gradient, a copy for the head's weight
-  gradient), as measured on CPU (BENCHMARKS.md); bf16 logits add their fp32 copy (+4);
-- the optimizer step: AdamW (foreach) makes temporaries of one fp32 copy of the (sharded)
-  parameters, 4 bytes/param / N.
+- the loss (`train.chunked_loss`, the default; `occiforge.lossfn`): one chunk of r positions'
+  fp32 logits, turned into their gradient in place, and its bf16 copy, r·V·8 at most (r·V·4 is
+  256 MiB on a GPU); the flattened
+  last hidden states and their gradient kept for backward, 2·a·b·T·h; the head weight's fp32
+  gradient and compute-dtype copy, (4 + a)·V·h. With the model's own loss: b·T·V·(a + 16), the
+  logits, then at the loss backward's peak four fp32 tensors of the same size (log-probabilities,
+  their gradient, the logits' gradient, a copy for the head's weight gradient), as measured on CPU
+  (BENCHMARKS.md); bf16 logits add their fp32 copy (+4);
+- the optimizer step: none; the loop's AdamW is the fused kernel, which updates in place.
 
 Attention is assumed to run in a fused kernel (SDPA flash / memory-efficient): no T² scores.
 Checked against a measured CPU peak in BENCHMARKS.md ("Plan: memory estimate versus measured").
@@ -141,8 +145,8 @@ def flops_per_token(s: Shape, seq_len: int) -> float:
     return 6.0 * (s.params - s.embedding) + 12.0 * s.layers * s.q_width * seq_len
 
 
-def memory(s: Shape, r: Recipe, world: int) -> dict[str, float]:
-    """Bytes per GPU by part (see the module docstring)."""
+def memory(s: Shape, r: Recipe, world: int, device: str = "cuda") -> dict[str, float]:
+    """Bytes per GPU (or per process on `device`) by part (see the module docstring)."""
     cfg = r.train
     b, t = cfg.batch_size, cfg.seq_len
     a = 2 if cfg.precision == "bf16" else 4
@@ -154,17 +158,23 @@ def memory(s: Shape, r: Recipe, world: int) -> dict[str, float]:
         working = 2 * s.layer * a + 4 * s.layer + root * a
     return {
         "states": 16 * s.params / world,
-        "optimizer_step": 4 * s.params / world,
         "fsdp_working": working,
         "activations": s.layers * layer_acts,
         "activations_ckpt": s.layers * b * t * a * s.hidden + layer_acts,
-        "logits": b * t * s.vocab * (a + 16 + (4 if a == 2 else 0)),
+        "loss": _loss_bytes(s, b, t, a, device) if cfg.chunked_loss else b * t * s.vocab * (a + 16 + (4 if a == 2 else 0)),
     }
 
 
+def _loss_bytes(s: Shape, b: int, t: int, a: int, device: str) -> float:
+    from occiforge.lossfn import chunk_rows
+
+    rows = min(b * t, chunk_rows(s.vocab, device))
+    return rows * s.vocab * 8 + 2 * a * b * t * s.hidden + (4 + a) * s.vocab * s.hidden
+
+
 def total(mem: dict[str, float], checkpointing: bool) -> float:
-    """Bytes per GPU in all: states, optimizer step, FSDP working set, logits and activations."""
-    return (mem["states"] + mem["optimizer_step"] + mem["fsdp_working"] + mem["logits"]
+    """Bytes per GPU in all: states, FSDP working set, loss and activations."""
+    return (mem["states"] + mem["fsdp_working"] + mem["loss"]
             + mem["activations_ckpt" if checkpointing else "activations"])
 
 
@@ -217,8 +227,8 @@ def render(r: Recipe, rows: list[Estimate], gpus: int, gpu_type: str, mfu: float
         acts = m["activations_ckpt"] if cfg.activation_checkpointing else m["activations"]
         lines.append(f"{e.name} (models.{e.key}): {e.steps:,} steps, {_num(e.tokens)} tokens, {_num(e.shape.params)} parameters, "
                      f"{e.flops:.3e} FLOPs, {_hours(e.gpu_hours)} GPU hours ({_hours(e.gpu_hours / gpus)} h wall on {gpus})")
-        lines.append(f"  memory per GPU: {_gib(e.total)} = states {_gib(m['states'])} + optimizer step {_gib(m['optimizer_step'])} "
-                     f"+ FSDP working set {_gib(m['fsdp_working'])} + activations {_gib(acts)} + logits {_gib(m['logits'])}  "
+        lines.append(f"  memory per GPU: {_gib(e.total)} = states {_gib(m['states'])} "
+                     f"+ FSDP working set {_gib(m['fsdp_working'])} + activations {_gib(acts)} + loss {_gib(m['loss'])}  "
                      f"(activations without checkpointing {_gib(m['activations'])}, with {_gib(m['activations_ckpt'])})")
     total_h = sum(e.gpu_hours for e in rows)
     lines.append(f"total: {_num(sum(e.tokens for e in rows))} tokens, {sum(e.flops for e in rows):.3e} FLOPs, {_hours(total_h)} GPU hours")

@@ -17,7 +17,7 @@ from occiforge.lm import check_available
 from occiforge.recipe import PlannedModel, Recipe
 
 # settings that change speed or bookkeeping, never the weights
-_NOT_HASHED = {"save_every", "log_every", "threads", "compile", "activation_checkpointing"}
+_NOT_HASHED = {"save_every", "log_every", "threads", "compile", "chunked_loss", "activation_checkpointing"}
 
 
 def _extends_vocab(r: Recipe, pm: PlannedModel, known: set[str]) -> bool:

@@ -220,7 +220,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     spec = LoopSpec(steps=steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
                     save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp, groups=tuple(rows.langs),
                     flops_per_token=monitor.flops_per_token(model, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device),
-                    val_every=cfg.val_every)
+                    val_every=cfg.val_every, chunked_loss=cfg.chunked_loss)
     clock = clock or RunClock(steps)
     t0 = time.perf_counter()
     with _progress(ctx) as progress, monitor.GracefulStop() as stop:

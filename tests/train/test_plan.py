@@ -41,9 +41,12 @@ def test_numbers_of_a_tiny_recipe_by_hand(recipe: Path):
     per_layer_token = 4 * (2 * 32 + 2 * 32 + 2 * 32 + 4 * 64) + 4 * 2 * 32  # = 2048 bytes
     assert m["activations"] == 1 * 4 * 32 * per_layer_token == 262_144
     assert m["activations_ckpt"] == 1 * 4 * 32 * 4 * 32 + 262_144  # layer inputs + one layer recomputed
-    assert m["optimizer_step"] == 4 * 29_536 / 2  # AdamW's foreach temporaries
-    assert m["logits"] == 4 * 32 * 600 * (4 + 16)  # the logits + four fp32 copies at the loss backward
-    assert base.total == m["states"] + m["optimizer_step"] + m["fsdp_working"] + m["activations"] + m["logits"]
+    # the chunked loss: all 128 positions in one chunk of fp32 logits (+ slack for a bf16 copy), the flattened
+    # hidden states and their gradient, the head's fp32 gradient and its compute-dtype copy
+    assert m["loss"] == 128 * 600 * 8 + 2 * 4 * 128 * 32 + (4 + 4) * 600 * 32
+    assert base.total == m["states"] + m["fsdp_working"] + m["activations"] + m["loss"]
+    own = {e.name: e for e in estimate(load_recipe(recipe, ["train.chunked_loss=false"]), gpus=2, gpu_type="H100", mfu=0.4)}
+    assert own["base"].memory["loss"] == 4 * 32 * 600 * (4 + 16)  # the logits + four fp32 copies at the loss backward
     cpt = rows["cpt-de"]
     assert cpt.shape == base.shape and cpt.tokens == 6 * 4 * 32 * 2
 
@@ -57,7 +60,7 @@ def test_plan_prints_every_model(recipe: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_a_plan_that_does_not_fit_is_refused_naming_the_model(recipe: Path, capsys: pytest.CaptureFixture[str]):
-    # 2M rows of 32 tokens x 600 logits x 20 bytes is ~715 GiB of logits alone
+    # 2M rows of 32 tokens x 2 KiB of activations each is ~122 GiB
     assert main(["plan", str(recipe), "--gpu-type", "A100-40", "--set", "train.batch_size=2000000"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("occiforge: error: models.base (base): needs about ")
