@@ -8,7 +8,8 @@ autocast, fp32 master weights, AdamW) and, as a second variant, the same with FS
 `parallelize` leaves a single process unsharded. Reports tokens/s (median over timed steps after
 warm-up), MFU against the dense bf16 peak of the card (H100/H200 989 TFLOP/s, A100 312), with
 model FLOPs per token = 6·N + 12·L·d·T (PaLM appendix B; N = all parameters), and peak memory.
-`--variants eager` leaves compile off. Each line also prints `occiforge plan`'s memory estimate
+`--variants eager` leaves compile off; a variant ending in `+model-loss` (e.g. `compile+model-loss`)
+uses the model's own loss instead of the chunked one (`train.chunked_loss: false`). Each line also prints `occiforge plan`'s memory estimate
 for the same model, sequence and micro-batch, to compare with the measured peak.
 `--tiny` runs a small model on CPU to check the script itself.
 """
@@ -52,13 +53,14 @@ def _fsdp(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _plan_gib(cfg: LlamaConfig, args: argparse.Namespace) -> float:
+def _plan_gib(cfg: LlamaConfig, args: argparse.Namespace, chunked: bool) -> float:
     """`occiforge plan`'s memory estimate for this model, sequence and micro-batch on one GPU."""
     from occiforge.recipe import validate_tree
     from occiforge.train.plan import memory, shape_of, total
 
     r = validate_tree({"name": "gpu", "languages": ["en"], "data": {"sources": [{"name": "d", "path": "builtin:demo"}]},
-                       "train": {"seq_len": args.seq, "batch_size": args.batch, "precision": "bf16"}}, "gpu_train")
+                       "train": {"seq_len": args.seq, "batch_size": args.batch, "precision": "bf16",
+                                 "chunked_loss": chunked}}, "gpu_train")
     return total(memory(shape_of(cfg), r, 1), checkpointing=False) / 2**30
 
 
@@ -68,6 +70,8 @@ def run(variant: str, args: argparse.Namespace, device: str) -> dict[str, float]
     model = LlamaForCausalLM(cfg).to(device)
     model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
+    chunked = not variant.endswith("+model-loss")
+    variant = variant.removesuffix("+model-loss")
     model = parallelize(model, TrainConfig(compile=not args.tiny and variant != "eager", precision="bf16"), DistInfo.single())
     if variant == "fsdp2+compile":
         model = _fsdp(model)
@@ -82,7 +86,7 @@ def run(variant: str, args: argparse.Namespace, device: str) -> dict[str, float]
         stamps.append(time.perf_counter())
 
     spec = LoopSpec(steps=args.steps, lr=3e-4, optim=OptimConfig(warmup_steps=5), grad_accum=1, precision="bf16",
-                    save_every=10**9, log_every=10**9, fingerprint="gpu-train")
+                    save_every=10**9, log_every=10**9, fingerprint="gpu-train", chunked_loss=chunked)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -93,7 +97,7 @@ def run(variant: str, args: argparse.Namespace, device: str) -> dict[str, float]
     tokens = args.batch * args.seq / per_step
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     peak = next((v for k, v in PEAKS.items() if k in name), None)
-    return {"params_b": n_params / 1e9, "plan_gib": _plan_gib(cfg, args), "tokens_per_s": tokens, "mfu": tokens * flops_per_token / peak if peak else float("nan"),
+    return {"params_b": n_params / 1e9, "plan_gib": _plan_gib(cfg, args, chunked), "tokens_per_s": tokens, "mfu": tokens * flops_per_token / peak if peak else float("nan"),
             "first_step_s": stamps[0] - t0, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else 0.0}
 
 
@@ -103,7 +107,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=4096)
-    p.add_argument("--variants", default="compile,fsdp2+compile")
+    p.add_argument("--variants", default="compile,compile+model-loss,fsdp2+compile")
     p.add_argument("--tiny", action="store_true")
     args = p.parse_args()
     if args.tiny:

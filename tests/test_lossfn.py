@@ -120,3 +120,25 @@ def test_the_loop_trains_the_same_with_either_loss(tmp_path: Path):
         assert {k: x[k] for k in ("loss", "loss_en", "loss_de")} == pytest.approx({k: y[k] for k in ("loss", "loss_en", "loss_de")}, rel=1e-5)
     for (name, p), q in zip(own.named_parameters(), chunked.parameters()):
         assert torch.allclose(p, q, atol=1e-5, rtol=0), name
+
+
+class _Reached(Exception):
+    pass
+
+
+def test_the_recipe_switch_reaches_the_loop(tiny_recipe: Path, monkeypatch: pytest.MonkeyPatch):
+    """`train.chunked_loss` in the recipe is what the train stage hands the loop."""
+    from occiforge.cli import main
+    from occiforge.train import trainer
+
+    seen: list[bool] = []
+
+    def reached(model: torch.nn.Module, get_batch: object, spec: LoopSpec, *args: object, **kwargs: object) -> None:
+        seen.append(spec.chunked_loss)
+        raise _Reached
+
+    monkeypatch.setattr(trainer, "train", reached)
+    for flag in ("true", "false"):
+        with pytest.raises(_Reached):
+            main(["run", str(tiny_recipe), "--to", "train", "-q", "--set", f"train.chunked_loss={flag}"])
+    assert seen == [True, False]
