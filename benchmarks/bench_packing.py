@@ -9,6 +9,13 @@ have log-normal lengths (median 600 tokens, as web text), rows are 4097 tokens (
 only offsets exist (planning never reads token ids). Each side plans epoch 0, then answers
 `usage` for one whole epoch, as the trainer does at start (that locates the first row of epoch 1,
 so two epochs are planned). Both sides must give the same rows (a digest of every 1000th row).
+
+    .venv/bin/python benchmarks/bench_packing.py --ranks 4 --docs 1000000
+
+starts that many processes at once, as the ranks of a node, planning the same language: each on its
+own, then sharing one plan (`PlanCache`: one builds under a lock, the others memory-map it). Per
+rank: seconds, the growth of its peak RSS while planning, and the growth of its proportional share
+of memory (Pss, which splits the mapped plan's pages among the processes that map them).
 """
 
 from __future__ import annotations
@@ -66,13 +73,57 @@ def one(n: int, peer: str | None) -> dict:
             "tokens": used, "digest": h.hexdigest()[:16]}
 
 
+def _pss_mb() -> float:
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rank(n: int, folder: str | None) -> dict:
+    """Runs in a child: one rank's planning at start (epoch 0, usage of one epoch), alone or shared."""
+    from occiforge.train.packing import Docs, LanguagePass, PlanCache
+
+    lens = np.maximum(1, np.random.default_rng(0).lognormal(np.log(600), 1.0, size=n)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    before, peak_before = _pss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    p = LanguagePass(Docs(np.zeros(0, np.uint16), offsets), window=4097, seed=0, stream=0, split_long=True,
+                     cache=PlanCache(Path(folder)) if folder else None)
+    p.usage(len(p.epoch(0)))
+    return {"seconds": time.perf_counter() - t, "plan_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak_before,
+            "plan_pss_mb": _pss_mb() - before}
+
+
+def ranks(n: int, count: int) -> None:
+    print(f"| {count} ranks, {n:,} documents | slowest rank s | planning's peak RSS MB per rank | planning's Pss MB, all ranks |"
+          "\n|---|---:|---:|---:|")
+    for shared in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, __file__, "--rank-child", str(n), str(Path(tmp) / "plan") if shared else ""]
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+            res = [json.loads(p.communicate()[0]) for p in procs]
+        peaks = sorted(r["plan_peak_mb"] for r in res)
+        print(f"| {'one shared plan' if shared else 'a plan per rank'} | {max(r['seconds'] for r in res):.2f} | "
+              f"{peaks[0]:.0f}-{peaks[-1]:.0f} | {sum(r['plan_pss_mb'] for r in res):.0f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", default="100000,1000000,4000000")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--peer", default="617b6fb")
+    ap.add_argument("--ranks", type=int)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--rank-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rank_child:
+        print(json.dumps(rank(int(args.rank_child[0]), args.rank_child[1] or None)))
+        return
+    if args.ranks:
+        for n in (int(x) for x in args.docs.split(",")):
+            ranks(n, args.ranks)
+        return
     if args.child:
         n, side = int(args.child[0]), args.child[1]
         print(json.dumps(one(n, None if side == "occiforge" else side)))

@@ -16,7 +16,13 @@ per piece, which transformers turns into attention kept inside each conversation
 from __future__ import annotations
 
 import bisect
+import fcntl
+import os
+import shutil
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,6 +92,41 @@ class Epoch:
         return self.pieces[self.bounds[k] : self.bounds[k + 1]]
 
 
+class PlanCache:
+    """Plan arrays on disk, shared by every process that sees `folder` (the ranks of a node, or of a
+    job on a shared file system): the first to need an entry builds it while holding a lock and
+    writes it under a unique name, then renames it into place; the others wait, then memory-map it.
+    The plan is a pure function of its inputs, so two builders (a file system whose locks do not reach
+    across nodes) write the same arrays and the later rename is simply dropped."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def get(self, name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        final = self.folder / name
+        if not final.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(self.folder / f".{name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not final.is_dir():
+                    self._write(final, build())
+        return {f.stem: np.load(f, mmap_mode="r") for f in sorted(final.glob("*.npy"))}
+
+    @staticmethod
+    def _write(final: Path, arrays: dict[str, np.ndarray]) -> None:
+        tmp = final.with_name(f".{final.name}.{socket.gethostname()}.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for key, array in arrays.items():
+            np.save(tmp / f"{key}.npy", array)
+        try:
+            os.rename(tmp, final)  # atomic; fails if another process's copy is already in place
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _index_dtype(n: int) -> type:
     return np.int32 if n < 2**31 else np.int64
 
@@ -102,16 +143,28 @@ class LanguagePass:
     seed: int
     stream: int  # this language's index: a seed of its own
     split_long: bool
+    cache: PlanCache | None = None  # shared with the other ranks: built once, memory-mapped by all
     _epochs: dict[int, Epoch] = field(default_factory=dict)
     _rows: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.starts, self.lens, self.dropped = pieces(self.docs, self.window, self.split_long)
+        def build() -> dict[str, np.ndarray]:
+            starts, lens, dropped = pieces(self.docs, self.window, self.split_long)
+            return {"starts": starts, "lens": lens, "dropped": np.array(dropped)}
+
+        got = self._cached("pieces", build)
+        self.starts, self.lens, self.dropped = got["starts"], got["lens"], int(got["dropped"])
         self.tokens_per_epoch = int(self.lens.sum())
+
+    def _cached(self, what: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if self.cache is None:
+            return build()
+        return self.cache.get(f"{self.stream}-{what}-w{self.window}-s{self.seed}-{int(self.split_long)}", build)
 
     def epoch(self, e: int) -> Epoch:
         if e not in self._epochs:
-            self._epochs[e] = self._build(e)
+            got = self._cached(f"epoch{e}", lambda: vars(self._build(e)))
+            self._epochs[e] = Epoch(got["pieces"], got["bounds"])
             self._rows[e] = len(self._epochs[e])
             if len(self._epochs) > 2:  # drop the oldest other than e (dicts keep insertion order)
                 self._epochs.pop(next(k for k in self._epochs if k != e))
@@ -161,12 +214,12 @@ class PackedMixture:
     epochs it uses); asking for a row beyond it is an error, not a silent wrap-around."""
 
     def __init__(self, docs: dict[str, Docs], weights: dict[str, float], window: int, seed: int, total_rows: int,
-                 pad_id: int, conversations: bool = False, where: str = "train"):
+                 pad_id: int, conversations: bool = False, where: str = "train", cache: PlanCache | None = None):
         self.langs = [lang for lang, w in weights.items() if w > 0]
         self.window, self.pad, self.conversations = window, pad_id, conversations
         self.passes = {}
         for i, lang in enumerate(self.langs):
-            p = LanguagePass(docs[lang], window, seed, i, split_long=not conversations)
+            p = LanguagePass(docs[lang], window, seed, i, split_long=not conversations, cache=cache)
             if p.tokens_per_epoch == 0:
                 what = "conversations that fit in a row" if conversations and p.dropped else "tokens"
                 raise UserError(f"{where}: no {what} for language {lang} (mixture weight {weights[lang]})")

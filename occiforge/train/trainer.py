@@ -34,7 +34,7 @@ from occiforge.loop import Hooks, LoopSpec, train
 from occiforge.recipe import PlannedModel, Recipe, TrainConfig
 from occiforge.train import monitor, sft
 from occiforge.train.model import build_model, preflight_vocab
-from occiforge.train.packing import Docs, PackedMixture
+from occiforge.train.packing import Docs, PackedMixture, PlanCache
 from occiforge.train.parallel import parallelize
 
 Batch = dict[str, torch.Tensor]
@@ -94,12 +94,13 @@ def model_steps(pm: PlannedModel, cfg: TrainConfig, world: int) -> int:
     return max(1, -(-pm.tokens // (cfg.batch_size * cfg.grad_accum * cfg.seq_len * world)))
 
 
-def packed_rows(pm: PlannedModel, s: Setup, cfg: TrainConfig, seed: int, world: int) -> PackedMixture:
+def packed_rows(pm: PlannedModel, s: Setup, cfg: TrainConfig, seed: int, world: int,
+                cache: PlanCache | None = None) -> PackedMixture:
     """The model's whole plan of rows: documents (or conversations) of its languages, packed."""
     total = model_steps(pm, cfg, world) * cfg.grad_accum * world * cfg.batch_size
     docs = sft.chat_docs(s.conv_dir, pm) if pm.kind == "sft" and s.conv_dir else s.docs
     return PackedMixture(docs, pm.mixture, cfg.seq_len + 1, seed, total, pad_id=s.tok.pad_token_id,
-                         conversations=pm.kind == "sft", where=f"models.{pm.key} ({pm.name})")
+                         conversations=pm.kind == "sft", where=f"models.{pm.key} ({pm.name})", cache=cache)
 
 
 def batch_source(rows: PackedMixture, cfg: TrainConfig, rank: int, world: int) -> Callable[[int, int], Batch]:
@@ -211,9 +212,12 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     ckpt_dir = models_dir / f".{pm.name}.ckpt"
     if ctx.is_forced("train") and dist.is_main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # forced: start over, not from a resume point
+        shutil.rmtree(models_dir / f".{pm.name}.plan", ignore_errors=True)
     barrier()
     steps = model_steps(pm, cfg, dist.world_size)
-    rows = packed_rows(pm, s, cfg, r.seed, dist.world_size)
+    # the packing plan is planned once and memory-mapped by every rank (and by a resumed run): its folder
+    # is named by the model's fingerprint, so a plan of other inputs is never read
+    rows = packed_rows(pm, s, cfg, r.seed, dist.world_size, PlanCache(models_dir / f".{pm.name}.plan" / fp[:16]))
     usage = rows.usage()
     warn_repeats(ctx, pm, usage)
     model, tok = _build(ctx, pm, s)
@@ -244,8 +248,10 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
               # wall-clock of the process that finished the model (a resumed one: since its resume step)
               "seconds": round(time.perf_counter() - t0, 1), "resumed_from_step": log.start, "tokens_seen": steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size,
               "per_language": usage}
+    barrier()  # every rank is done reading the plan
     if dist.is_main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(models_dir / f".{pm.name}.plan", ignore_errors=True)
         artifacts.write_manifest(models_dir / pm.name, fp, **fields)
     barrier()
     return {"fingerprint": fp, **fields}

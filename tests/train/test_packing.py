@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from occiforge.errors import UserError
-from occiforge.train.packing import CHUNK, Docs, LanguagePass, PackedMixture, best_fit
+from occiforge.train.packing import (
+    CHUNK,
+    Docs,
+    Epoch,
+    LanguagePass,
+    PackedMixture,
+    PlanCache,
+    best_fit,
+)
 
 
 def _docs(lengths: list[int], first: int = 10, targets: bool = False) -> Docs:
@@ -94,3 +107,65 @@ def test_a_row_beyond_the_plan_is_an_error():
     mix = PackedMixture({"en": _docs([5, 6])}, {"en": 1.0}, window=8, seed=0, total_rows=3, pad_id=0)
     with pytest.raises(IndexError):
         mix.batch(range(2, 4))
+
+
+# --- one plan shared by the ranks: built once, memory-mapped by the others ---------------------------
+
+_MIX = {"en": 0.7, "de": 0.3}
+
+
+def _mix_docs() -> dict[str, Docs]:
+    rng = np.random.default_rng(4)
+    return {"en": _docs(rng.integers(1, 40, size=300).tolist()), "de": _docs(rng.integers(1, 70, size=40).tolist(), first=400)}
+
+
+def _mixture(cache: PlanCache | None) -> PackedMixture:
+    return PackedMixture(_mix_docs(), _MIX, window=33, seed=7, total_rows=600, pad_id=0, cache=cache)
+
+
+def test_a_shared_plan_gives_the_same_rows_and_is_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    plain, cached = _mixture(None), _mixture(PlanCache(tmp_path))
+    assert plain.usage() == cached.usage() and plain.usage()["de"]["epochs"] > 2  # several epochs planned
+    want = np.stack([plain.row(g)[1] for g in range(600)])
+    assert np.array_equal(want, np.stack([cached.row(g)[1] for g in range(600)]))
+    assert isinstance(cached.passes["de"].epoch(1).pieces, np.memmap)
+
+    def no_build(self: LanguagePass, e: int) -> None:
+        raise AssertionError(f"epoch {e} planned again")
+
+    monkeypatch.setattr(LanguagePass, "_build", no_build)  # a second rank (or a resumed run) only maps
+    again = _mixture(PlanCache(tmp_path))
+    assert all(np.array_equal(want[g], again.row(g)[1]) for g in range(0, 600, 7))
+
+
+def _rank(folder: str, out: str, start: object) -> None:
+    """A rank planning the mixture; every epoch or piece list it builds itself leaves a file."""
+    original = LanguagePass._build
+
+    def counted(self: LanguagePass, e: int) -> Epoch:
+        Path(out, f"built-{os.getpid()}-{self.stream}-{e}").touch()
+        time.sleep(0.05)  # widen the window in which the other rank asks for the same epoch
+        return original(self, e)
+
+    LanguagePass._build = counted  # type: ignore[method-assign]
+    start.wait()  # type: ignore[attr-defined]  # all ranks plan at the same moment
+    rows = _mixture(PlanCache(Path(folder)))
+    rows.usage()
+    np.save(Path(out, f"rows-{os.getpid()}.npy"), np.stack([rows.row(g)[0] for g in range(600)]))
+
+
+def test_ranks_planning_at_once_build_each_epoch_once(tmp_path: Path):
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(3)
+    procs = [ctx.Process(target=_rank, args=(str(tmp_path / "plan"), str(tmp_path), start)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    built = [f.name.split("-", 2)[2] for f in tmp_path.glob("built-*")]
+    assert built and sorted(built) == sorted(set(built))  # every (language, epoch) planned by one rank only
+    rows = [np.load(f) for f in tmp_path.glob("rows-*.npy")]
+    assert len(rows) == 3 and all(np.array_equal(rows[0], r) for r in rows[1:])
+    assert np.array_equal(rows[0], np.stack([_mixture(None).row(g)[0] for g in range(600)]))
+    assert not [f for f in (tmp_path / "plan").iterdir() if f.name.startswith(".") and not f.name.endswith(".lock")]
