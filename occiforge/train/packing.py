@@ -107,7 +107,10 @@ class PlanCache:
         if not final.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(self.folder / f".{name}.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                except OSError:  # a file system without locks: every rank builds, one copy stays
+                    pass
                 if not final.is_dir():
                     self._write(final, build())
         return {f.stem: np.load(f, mmap_mode="r") for f in sorted(final.glob("*.npy"))}

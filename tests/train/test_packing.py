@@ -169,3 +169,16 @@ def test_ranks_planning_at_once_build_each_epoch_once(tmp_path: Path):
     assert len(rows) == 3 and all(np.array_equal(rows[0], r) for r in rows[1:])
     assert np.array_equal(rows[0], np.stack([_mixture(None).row(g)[0] for g in range(600)]))
     assert not [f for f in (tmp_path / "plan").iterdir() if f.name.startswith(".") and not f.name.endswith(".lock")]
+
+
+def test_without_file_locks_a_second_copy_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def no_locks(*args: object) -> None:
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr("fcntl.flock", no_locks)
+    want = np.stack([_mixture(None).row(g)[0] for g in range(600)])
+    assert np.array_equal(want, np.stack([_mixture(PlanCache(tmp_path)).row(g)[0] for g in range(600)]))
+    entry = next(p for p in tmp_path.iterdir() if p.name.startswith("1-epoch0"))
+    PlanCache._write(entry, {"pieces": np.zeros(3, np.int32)})  # a second builder, later: its rename fails
+    left = [p.name for p in tmp_path.glob(f".{entry.name}.*") if p.suffix != ".lock"]
+    assert np.load(entry / "pieces.npy").shape != (3,) and not left  # the first copy stays, no temporary is left
