@@ -165,6 +165,10 @@ def main() -> None:
     for name, d in (("wall", med), ("CPU", cpu)):
         for ours in SIDES[:2]:
             print(f"{name}: {ours} {d['trainer'] / d[ours]:.2f}x the Trainer's speed, {d['bare'] / d[ours]:.2f} of the bare loop's")
+    # the machine's speed drifts between repetitions: the ratio within each repetition (sides run back to back)
+    paired = [t["seconds"] / o["seconds"] for t, o in zip(results["trainer"], results["occiforge"])]
+    print(f"paired (wall, per repetition): occiforge {', '.join(f'{x:.2f}' for x in paired)}x the Trainer, "
+          f"median {statistics.median(paired):.2f}")
 
 
 if __name__ == "__main__":
