@@ -87,9 +87,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_nll: torch.Tensor) -> tuple[Any, ...]:
-        grad_h, grad_w = ctx.saved_tensors
-        gh = grad_h * grad_loss.to(grad_h.dtype) if grad_h is not None else None
-        gw = (grad_w * grad_loss).to(ctx.weight_dtype) if grad_w is not None else None
+        grad_h, grad_w = ctx.saved_tensors  # scaled in place: no second V x d (or b·T x d) buffer
+        gh = grad_h.mul_(grad_loss.to(grad_h.dtype)) if grad_h is not None else None
+        gw = grad_w.mul_(grad_loss).to(ctx.weight_dtype) if grad_w is not None else None
         return gh, gw, None, None, None, None, None
 
 
@@ -128,14 +128,14 @@ def chunked(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
     if not (enabled and supports(model)):
         yield False
         return
-    own = model.forward
+    prior, own = model.__dict__.get("forward"), model.forward  # an instance forward set by someone else comes back after
     softcap = getattr(model.config, "final_logit_softcapping", None)
 
-    def forward(input_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                num_items_in_batch: torch.Tensor | int | None = None, **kwargs: Any) -> Any:
-        if labels is None or not torch.is_grad_enabled():
-            return own(input_ids=input_ids, labels=labels, num_items_in_batch=num_items_in_batch, **kwargs)
-        hidden = model.model(input_ids=input_ids, **kwargs).last_hidden_state
+    def forward(*args: Any, labels: torch.Tensor | None = None, num_items_in_batch: torch.Tensor | int | None = None,
+                **kwargs: Any) -> Any:
+        if args or labels is None or not torch.is_grad_enabled():  # positional calls keep HF's own meaning
+            return own(*args, labels=labels, num_items_in_batch=num_items_in_batch, **kwargs)
+        hidden = model.model(**kwargs).last_hidden_state
         count = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum().clamp_min(1)
         loss, nll = causal_lm_loss(hidden, model.get_output_embeddings().weight, labels, count, softcap)
         return ChunkedLMOutput(loss=loss, token_nll=nll)
@@ -145,3 +145,5 @@ def chunked(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
         yield True
     finally:
         del model.forward
+        if prior is not None:
+            model.forward = prior

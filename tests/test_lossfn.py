@@ -90,6 +90,19 @@ def test_without_labels_or_gradients_the_models_own_forward_runs():
             assert model(input_ids=ids, labels=labels).logits is not None
 
 
+def test_positional_calls_keep_their_meaning_and_an_instance_forward_comes_back():
+    model, (ids, labels) = _model("llama"), _batch()
+    mask = torch.ones_like(ids)
+    with lossfn.chunked(model):
+        assert model(ids, mask).logits.shape == (3, 40, VOCAB)  # (input_ids, attention_mask) as HF reads them
+    mine = model.forward
+    model.forward = lambda *a, **k: mine(*a, **k)  # e.g. a hook library's wrapper
+    wrapper = model.forward
+    with lossfn.chunked(model):
+        assert model(input_ids=ids, labels=labels).logits is None
+    assert model.forward is wrapper
+
+
 def test_a_model_it_does_not_know_keeps_its_forward():
     wrapped = torch.nn.Sequential(_model("llama"))
     gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2))

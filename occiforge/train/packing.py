@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import fcntl
+import hashlib
 import os
 import shutil
 import socket
@@ -121,7 +122,10 @@ class PlanCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         for key, array in arrays.items():
-            np.save(tmp / f"{key}.npy", array)
+            with open(tmp / f"{key}.npy", "wb") as f:
+                np.save(f, array)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes the entry visible
         try:
             os.rename(tmp, final)  # atomic; fails if another process's copy is already in place
         except OSError:
@@ -162,7 +166,10 @@ class LanguagePass:
     def _cached(self, what: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         if self.cache is None:
             return build()
-        return self.cache.get(f"{self.stream}-{what}-w{self.window}-s{self.seed}-{int(self.split_long)}", build)
+        if not hasattr(self, "_key"):  # everything the plan depends on: the documents' offsets and the settings
+            offsets = hashlib.blake2b(memoryview(np.ascontiguousarray(self.docs.offsets, dtype=np.int64)), digest_size=8)
+            self._key = f"{self.stream}-{offsets.hexdigest()}-w{self.window}-s{self.seed}-{int(self.split_long)}"
+        return self.cache.get(f"{self._key}-{what}", build)
 
     def epoch(self, e: int) -> Epoch:
         if e not in self._epochs:

@@ -19,9 +19,10 @@ h_kv = kv heads x head_dim, I = MLP width, L = layers, V = vocabulary, a = 2 in 
   one layer's full activations while it is recomputed;
 - the loss (`train.chunked_loss`, the default; `occiforge.lossfn`): one chunk of r positions'
   fp32 logits, turned into their gradient in place, and its bf16 copy, r·V·8 at most (r·V·4 is
-  256 MiB on a GPU); the flattened
-  last hidden states and their gradient kept for backward, 2·a·b·T·h; the head weight's fp32
-  gradient and compute-dtype copy, (4 + a)·V·h. With the model's own loss: b·T·V·(a + 16), the
+  256 MiB on a GPU; Gemma's soft-capping adds r·V·4); the flattened last hidden states and their
+  gradient kept for backward, 2·4·b·T·h (fp32 under autocast: HF's final norm returns the residual
+  stream's dtype); the head weight's fp32 gradient, its compute-dtype copy and one product of a
+  chunk, (4 + 2a)·V·h. With the model's own loss: b·T·V·(a + 16), the
   logits, then at the loss backward's peak four fp32 tensors of the same size (log-probabilities,
   their gradient, the logits' gradient, a copy for the head's weight gradient), as measured on CPU
   (BENCHMARKS.md); bf16 logits add their fp32 copy (+4);
@@ -169,7 +170,7 @@ def _loss_bytes(s: Shape, b: int, t: int, a: int, device: str) -> float:
     from occiforge.lossfn import chunk_rows
 
     rows = min(b * t, chunk_rows(s.vocab, device))
-    return rows * s.vocab * 8 + 2 * a * b * t * s.hidden + (4 + a) * s.vocab * s.hidden
+    return rows * s.vocab * 8 + 2 * 4 * b * t * s.hidden + (4 + 2 * a) * s.vocab * s.hidden
 
 
 def total(mem: dict[str, float], checkpointing: bool) -> float:

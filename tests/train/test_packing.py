@@ -133,6 +133,10 @@ def test_a_shared_plan_gives_the_same_rows_and_is_built_once(tmp_path: Path, mon
     def no_build(self: LanguagePass, e: int) -> None:
         raise AssertionError(f"epoch {e} planned again")
 
+    other = _mix_docs()
+    other["de"] = _docs([5] * 40, first=400)  # other documents (new token shards): never the cached plan
+    changed = PackedMixture(other, _MIX, window=33, seed=7, total_rows=600, pad_id=0, cache=PlanCache(tmp_path))
+    assert changed.usage()["de"]["tokens_per_epoch"] == 200
     monkeypatch.setattr(LanguagePass, "_build", no_build)  # a second rank (or a resumed run) only maps
     again = _mixture(PlanCache(tmp_path))
     assert all(np.array_equal(want[g], again.row(g)[1]) for g in range(0, 600, 7))
@@ -178,7 +182,7 @@ def test_without_file_locks_a_second_copy_is_dropped(tmp_path: Path, monkeypatch
     monkeypatch.setattr("fcntl.flock", no_locks)
     want = np.stack([_mixture(None).row(g)[0] for g in range(600)])
     assert np.array_equal(want, np.stack([_mixture(PlanCache(tmp_path)).row(g)[0] for g in range(600)]))
-    entry = next(p for p in tmp_path.iterdir() if p.name.startswith("1-epoch0"))
+    entry = next(p for p in tmp_path.iterdir() if p.name.startswith("1-") and p.name.endswith("-epoch0"))
     PlanCache._write(entry, {"pieces": np.zeros(3, np.int32)})  # a second builder, later: its rename fails
     left = [p.name for p in tmp_path.glob(f".{entry.name}.*") if p.suffix != ".lock"]
     assert np.load(entry / "pieces.npy").shape != (3,) and not left  # the first copy stays, no temporary is left

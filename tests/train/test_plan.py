@@ -43,7 +43,7 @@ def test_numbers_of_a_tiny_recipe_by_hand(recipe: Path):
     assert m["activations_ckpt"] == 1 * 4 * 32 * 4 * 32 + 262_144  # layer inputs + one layer recomputed
     # the chunked loss: all 128 positions in one chunk of fp32 logits (+ slack for a bf16 copy), the flattened
     # hidden states and their gradient, the head's fp32 gradient and its compute-dtype copy
-    assert m["loss"] == 128 * 600 * 8 + 2 * 4 * 128 * 32 + (4 + 4) * 600 * 32
+    assert m["loss"] == 128 * 600 * 8 + 2 * 4 * 128 * 32 + (4 + 2 * 4) * 600 * 32
     assert base.total == m["states"] + m["fsdp_working"] + m["activations"] + m["loss"]
     own = {e.name: e for e in estimate(load_recipe(recipe, ["train.chunked_loss=false"]), gpus=2, gpu_type="H100", mfu=0.4)}
     assert own["base"].memory["loss"] == 4 * 32 * 600 * (4 + 16)  # the logits + four fp32 copies at the loss backward
