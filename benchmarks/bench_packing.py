@@ -53,11 +53,16 @@ def _module(peer: str | None) -> types.ModuleType:
     return mod
 
 
+def _offsets(n: int) -> np.ndarray:
+    """n documents of log-normal length (median 600 tokens), as offsets into one token stream."""
+    lens = np.maximum(1, np.random.default_rng(0).lognormal(np.log(600), 1.0, size=n)).astype(np.int64)
+    return np.concatenate([[0], np.cumsum(lens)])
+
+
 def one(n: int, peer: str | None) -> dict:
     """Runs in a child: plan epoch 0 of n documents; seconds, peak RSS and a digest of the rows."""
     mod = _module(peer)
-    lens = np.maximum(1, np.random.default_rng(0).lognormal(np.log(600), 1.0, size=n)).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lens)])
+    offsets = _offsets(n)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     p = mod.LanguagePass(mod.Docs(np.zeros(0, np.uint16), offsets), window=4097, seed=0, stream=0, split_long=True)
@@ -84,8 +89,7 @@ def rank(n: int, folder: str | None) -> dict:
     """Runs in a child: one rank's planning at start (epoch 0, usage of one epoch), alone or shared."""
     from occiforge.train.packing import Docs, LanguagePass, PlanCache
 
-    lens = np.maximum(1, np.random.default_rng(0).lognormal(np.log(600), 1.0, size=n)).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lens)])
+    offsets = _offsets(n)
     before, peak_before = _pss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
     p = LanguagePass(Docs(np.zeros(0, np.uint16), offsets), window=4097, seed=0, stream=0, split_long=True,

@@ -118,6 +118,7 @@ class PlanCache:
 
     @staticmethod
     def _write(final: Path, arrays: dict[str, np.ndarray]) -> None:
+        # not artifacts.staged_dir: its one temporary name and its replacing of `final` suit one writer, not several
         tmp = final.with_name(f".{final.name}.{socket.gethostname()}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -159,6 +160,9 @@ class LanguagePass:
             starts, lens, dropped = pieces(self.docs, self.window, self.split_long)
             return {"starts": starts, "lens": lens, "dropped": np.array(dropped)}
 
+        # everything the plan depends on, so a cached plan of other documents or settings is never read
+        digest = hashlib.blake2b(memoryview(np.ascontiguousarray(self.docs.offsets, dtype=np.int64)), digest_size=8)
+        self._key = f"{self.stream}-{digest.hexdigest()}-w{self.window}-s{self.seed}-{int(self.split_long)}"
         got = self._cached("pieces", build)
         self.starts, self.lens, self.dropped = got["starts"], got["lens"], int(got["dropped"])
         self.tokens_per_epoch = int(self.lens.sum())
@@ -166,9 +170,6 @@ class LanguagePass:
     def _cached(self, what: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         if self.cache is None:
             return build()
-        if not hasattr(self, "_key"):  # everything the plan depends on: the documents' offsets and the settings
-            offsets = hashlib.blake2b(memoryview(np.ascontiguousarray(self.docs.offsets, dtype=np.int64)), digest_size=8)
-            self._key = f"{self.stream}-{offsets.hexdigest()}-w{self.window}-s{self.seed}-{int(self.split_long)}"
         return self.cache.get(f"{self._key}-{what}", build)
 
     def epoch(self, e: int) -> Epoch:

@@ -209,15 +209,14 @@ def _keep_logs(ckpt_dir: Path, then: Callable[[Path], None] | None) -> Callable[
 def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock | None = None) -> dict[str, Any]:
     r, cfg, dist = ctx.recipe, ctx.recipe.train, ctx.dist
     models_dir = ctx.stage_dir("train")
-    ckpt_dir = models_dir / f".{pm.name}.ckpt"
+    ckpt_dir, plan_dir = models_dir / f".{pm.name}.ckpt", models_dir / f".{pm.name}.plan"
     if ctx.is_forced("train") and dist.is_main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # forced: start over, not from a resume point
-        shutil.rmtree(models_dir / f".{pm.name}.plan", ignore_errors=True)
+        shutil.rmtree(plan_dir, ignore_errors=True)
     barrier()
     steps = model_steps(pm, cfg, dist.world_size)
-    # the packing plan is planned once and memory-mapped by every rank (and by a resumed run): its folder
-    # is named by the model's fingerprint, so a plan of other inputs is never read
-    rows = packed_rows(pm, s, cfg, r.seed, dist.world_size, PlanCache(models_dir / f".{pm.name}.plan" / fp[:16]))
+    # the packing plan is planned once and memory-mapped by every rank (and by a resumed run)
+    rows = packed_rows(pm, s, cfg, r.seed, dist.world_size, PlanCache(plan_dir))
     usage = rows.usage()
     warn_repeats(ctx, pm, usage)
     model, tok = _build(ctx, pm, s)
@@ -251,7 +250,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     barrier()  # every rank is done reading the plan
     if dist.is_main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        shutil.rmtree(models_dir / f".{pm.name}.plan", ignore_errors=True)
+        shutil.rmtree(plan_dir, ignore_errors=True)
         artifacts.write_manifest(models_dir / pm.name, fp, **fields)
     barrier()
     return {"fingerprint": fp, **fields}
