@@ -43,9 +43,24 @@ def with_template(tok: Any, template: str, where: str) -> Any:
 
 
 def end_of_turn_id(tok: Any) -> int:
-    """The token that ends an assistant turn: `<|im_end|>` under ChatML, else EOS."""
-    vocab = tok.get_vocab()
-    return int(vocab.get(IM_END, tok.eos_token_id))
+    """The token that ends an assistant turn, read from the template: the first token it renders after
+    an answer's text (`<|im_end|>` for ChatML, `<end_of_turn>`, `<|eot_id|>`...) where that is a
+    special token, else EOS."""
+    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    try:
+        text = tok.apply_chat_template(probe, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render the probe ends turns at EOS
+        return int(tok.eos_token_id)
+    after = text[text.rindex("a") + 1:].lstrip()
+    ids = tok(after, add_special_tokens=False)["input_ids"] if after else []
+    return int(ids[0]) if ids and ids[0] in set(tok.all_special_ids) else int(tok.eos_token_id)
+
+
+def stop_ids(tok: Any, model: Any) -> list[int]:
+    """Every id that ends an answer: the end of turn, EOS, and what the model's generation config lists."""
+    known = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    known = [known] if isinstance(known, int) else list(known or [])
+    return sorted({end_of_turn_id(tok), *( [tok.eos_token_id] if tok.eos_token_id is not None else []), *known})
 
 
 def check_messages(messages: Any, where: str) -> Messages:
@@ -70,24 +85,37 @@ def to_messages(record: dict[str, Any], key: str, where: str) -> Messages:
     raise UserError(f"{where}: no {key!r} (nor instruction/response) in the record")
 
 
-def iter_records(path: str, lang: str, split: str, lang_key: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, record) of one language from a source: builtin:demo, a folder of <lang>.jsonl, or hf:<id>."""
+def iter_records(path: str, lang: str, split: str, lang_key: str, single: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) of one language from a source: builtin:demo, a folder of <lang>.jsonl, or hf:<id>.
+    A dataset without a `lang_key` column is all `lang`, which only a `single`-language source may say."""
     if path.startswith("hf:"):
         import datasets
 
-        ds = datasets.load_dataset(path[3:], split=split)
+        try:
+            ds = datasets.load_dataset(path[3:], split=split)
+        except Exception as e:  # noqa: BLE001 - any hub/cache failure is a one-line "cannot load"
+            raise UserError(f"{path} ({split}): cannot load: {str(e).splitlines()[0][:200]}") from None
+        if lang_key not in (ds.column_names or []) and not single:
+            raise UserError(f"{path}: no {lang_key!r} column to tell its languages apart; give lang_key, or one language per source")
         for i, rec in enumerate(ds):
             if rec.get(lang_key, lang) == lang:
                 yield f"{path} row {i}", rec
         return
-    from occiforge.io import iter_jsonl
+    from occiforge.io import iter_jsonl_at
 
-    file = (DEMO_SFT if path == "builtin:demo" else Path(path)) / f"{lang}.jsonl"
+    file = source_file(path, lang)
     if not file.is_file():
         raise UserError(f"{path}: no {lang}.jsonl in {file.parent}")
-    for i, rec in enumerate(iter_jsonl(file), 1):
+    for where, rec in iter_jsonl_at(file):
+        if not isinstance(rec, dict):
+            raise UserError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
         if rec.get(lang_key, lang) == lang:
-            yield f"{file} record {i}", rec
+            yield where, rec
+
+
+def source_file(path: str, lang: str) -> Path:
+    """The JSONL file of one language of a local source (builtin:demo or a folder)."""
+    return (DEMO_SFT if path == "builtin:demo" else Path(path)) / f"{lang}.jsonl"
 
 
 def encode(tok: Any, messages: Messages, where: str) -> tuple[list[int], list[bool]]:
@@ -98,7 +126,10 @@ def encode(tok: Any, messages: Messages, where: str) -> tuple[list[int], list[bo
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        start = len(tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)) if i else 0
+        if i:
+            start = len(tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True))
+        else:  # the conversation opens with the answer: its header is still a prompt (HF renders no empty one)
+            start = tok.apply_chat_template([{**m, "content": "\x00"}], tokenize=False).index("\x00")
         turn = tok.apply_chat_template(messages[: i + 1], tokenize=False)
         if not full.startswith(turn):
             raise UserError(f"{where}: the chat template does not render a conversation turn by turn")
@@ -116,7 +147,7 @@ def reply(model: Any, tok: Any, messages: Messages, max_new_tokens: int = 64) ->
     ids = {k: v.to(model.device) for k, v in ids.items()}
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=end_of_turn_id(tok), pad_token_id=tok.pad_token_id)
+                             eos_token_id=stop_ids(tok, model), pad_token_id=tok.pad_token_id)
     return str(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)).strip()
 
 
@@ -125,12 +156,14 @@ def repl(model_path: str, max_new_tokens: int = 128, system: str | None = None) 
     /reset starts over). Lines come from stdin, so a conversation can also be piped in."""
     import sys
 
-    from occiforge.lm import load_causal_lm, load_tokenizer
+    from occiforge.lm import check_vocab, load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(model_path)
     if not getattr(tok, "chat_template", None):
         raise UserError(f"{model_path}: the tokenizer has no chat template (train a `kind: sft` model, or use an instruct model)")
     model = load_causal_lm(model_path).eval()
+    check_vocab(model, tok, model_path)
+    limit = getattr(model.config, "max_position_embeddings", None)
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)
     interactive = sys.stdin.isatty()
@@ -146,6 +179,21 @@ def repl(model_path: str, max_new_tokens: int = 128, system: str | None = None) 
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line.strip()})
+        messages = fit(tok, messages, len(start), limit - max_new_tokens if limit else None)
         answer = reply(model, tok, messages, max_new_tokens)
         messages.append({"role": "assistant", "content": answer})
-        print(f"model> {answer}" if interactive else answer, flush=True)
+        # piped: one answer a line, its own line breaks written as \n
+        print(f"model> {answer}" if interactive else answer.replace("\n", "\\n"), flush=True)
+
+
+def fit(tok: Any, messages: Messages, keep: int, budget: int | None) -> Messages:
+    """The conversation without its oldest exchanges (the first `keep` messages, the system prompt,
+    stay) until its prompt has at most `budget` tokens; the last message always stays."""
+    def size(m: Messages) -> int:
+        return len(tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    while budget is not None and len(messages) > keep + 1 and size(messages) > budget:
+        cut = keep + 1
+        while cut < len(messages) - 1 and messages[cut]["role"] != "user":  # drop a whole exchange
+            cut += 1
+        messages = messages[:keep] + messages[cut:]
+    return messages

@@ -26,6 +26,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"occiforge: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set train.steps=50 (repeatable; VALUE is YAML)")
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("languages", help="list the language table")
     p = sub.add_parser("chat", help="talk to a saved model in the terminal through its chat template")
     p.add_argument("--model", required=True, help="a model folder (e.g. runs/demo/models/instruct) or hub id")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=128, help="at most this many tokens per answer")
     p.add_argument("--system", help="a system message that starts the conversation")
     return parser
 

@@ -18,13 +18,29 @@ def shard_paths(data_dir: Path, lang: str, split: str) -> list[Path]:
     return sorted((data_dir / lang / split).glob("*.jsonl*"))
 
 
-def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file, plain or gzipped."""
+def iter_jsonl_at(path: Path) -> Iterator[tuple[str, Any]]:
+    """("file:line", record) per non-blank line of a JSONL file, plain or gzipped; an unreadable file
+    or a line that is not JSON is a UserError naming them."""
+    from occiforge.errors import UserError
+
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+    try:
+        fh = opener(path, "rt", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{n}", json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+
+
+def iter_jsonl(path: Path) -> Iterator[Any]:
+    """Records of a JSONL file, plain or gzipped."""
+    return (rec for _, rec in iter_jsonl_at(path))
 
 
 def iter_records(data_dir: Path, lang: str, split: str) -> Iterator[dict[str, Any]]:

@@ -71,6 +71,13 @@ def load_causal_lm(path: str | Path, dtype: Any = None, trust_remote_code: bool 
         raise UserError(f"cannot load a causal LM from {str(path)!r}: {_first_line(e)}") from None
 
 
+def check_vocab(model: Any, tok: Any, where: str) -> None:
+    """A one-line error where the tokenizer has ids the model has no embedding row for."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tok) > rows:
+        raise UserError(f"{where}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
+
+
 def load_config(path: str | Path, trust_remote_code: bool = False) -> Any:
     """A model's config only (no weights): for checks that must run before any work."""
     from transformers import AutoConfig

@@ -16,7 +16,7 @@ import torch
 
 from occiforge import languages
 from occiforge.errors import UserError
-from occiforge.eval.items import iter_jsonl
+from occiforge.io import iter_jsonl_at
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Pair:
 
 def read_pairs(path: Path) -> list[Pair]:
     out = []
-    for where, rec in iter_jsonl(path):
+    for where, rec in iter_jsonl_at(path):
         if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) and rec[k] for k in ("source", "target", "lang")):
             raise UserError(f"{where}: expected non-empty strings 'source', 'target' and 'lang'")
         for key in ("lang", "source_lang"):

@@ -9,14 +9,13 @@ UserError naming file and line.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from occiforge import languages
 from occiforge.errors import UserError
+from occiforge.io import iter_jsonl_at
 
 
 @dataclass(frozen=True)
@@ -97,27 +96,10 @@ def parse_item(rec: Any, where: str, required_lang: str | None = None, index: in
     )
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, record) per non-blank line; a bad line is a UserError naming file and line."""
-    try:
-        fh = path.open(encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
-    with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: invalid JSON ({e.msg})") from None
-
-
 def read_items(path: Path, required_lang: str | None = None) -> list[Item]:
     """Every item of a JSONL file, checked; a file named `<lang>.jsonl` must hold only that language."""
     required_lang = required_lang or file_language(path)
-    items = [parse_item(rec, where, required_lang, i) for i, (where, rec) in enumerate(iter_jsonl(path))]
+    items = [parse_item(rec, where, required_lang, i) for i, (where, rec) in enumerate(iter_jsonl_at(path))]
     if not items:
         raise UserError(f"{path}: no items")
     return items
@@ -127,7 +109,7 @@ def read_texts(path: Path, text_key: str = "text") -> dict[str, list[str]]:
     """Texts of a JSONL file, by each record's `lang` (or the language the file is named for)."""
     required = file_language(path)
     out: dict[str, list[str]] = {}
-    for where, rec in iter_jsonl(path):
+    for where, rec in iter_jsonl_at(path):
         if not isinstance(rec, dict) or not isinstance(rec.get(text_key), str):
             raise UserError(f"{where}: expected an object with a string '{text_key}'")
         lang = rec.get("lang", required)

@@ -79,7 +79,7 @@ class ChatSource(Strict):
     split: str = "train"  # HF datasets only
     messages_key: str = "messages"
     lang_key: str = "lang"
-    heldout: int = Field(1, ge=0)  # last conversations per language kept out: validation and sample answers
+    heldout: int = Field(1, ge=1)  # last conversations per language kept out: the sample answer's prompt, validation
 
     _v = field_validator("languages")(_check_langs)
 
@@ -197,6 +197,18 @@ class SftModel(_ModelEntry):
         if v == "scratch":
             raise ValueError("instruction tuning starts from a trained model, not 'scratch'")
         return v
+
+    @model_validator(mode="after")
+    def _one_weight_per_language(self) -> SftModel:
+        # a language's sets are packed as one pass (in proportion to their size): a weight can only
+        # set the share of a language, so two sources of one language must not ask for different ones
+        seen: dict[str, float] = {}
+        for src in self.data:
+            for lang in src.languages:
+                if seen.setdefault(lang, src.weight) != src.weight:
+                    raise ValueError(f"{lang} is in several sources with different weights ({seen[lang]:g}, {src.weight:g}): "
+                                     "weights set each language's share; give its sources one weight, or merge them")
+        return self
 
     def languages_used(self) -> set[str]:
         return {lang for src in self.data for lang in src.languages}

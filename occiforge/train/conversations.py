@@ -10,10 +10,11 @@ roles) stop the stage with one line naming the model and the record, before anyt
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from occiforge import artifacts
-from occiforge.chat import encode, iter_records, to_messages, with_template
+from occiforge.chat import encode, iter_records, source_file, to_messages, with_template
 from occiforge.context import Context, Stage
 from occiforge.errors import UserError
 from occiforge.io import write_token_docs
@@ -44,15 +45,26 @@ def work(r: Recipe) -> dict[str, tuple[ChatSource, str, set[str], str]]:
     return out
 
 
+def _input_signature(src: ChatSource, langs: set[str]) -> list[Any]:
+    """Size and mtime of each local input file (as the data stage does): an edited file is new input.
+    A hub dataset is named only: pin its revision in the id where it may change."""
+    if src.path.startswith("hf:"):
+        local = Path(src.path[3:])
+        files = sorted(f for f in local.rglob("*") if f.is_file()) if local.is_dir() else []
+    else:
+        files = [f for f in (source_file(src.path, lang) for lang in sorted(langs)) if f.is_file()]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
 def fingerprint(ctx: Context) -> str:
-    jobs = {key: sorted(langs) for key, (_, _, langs, _) in work(ctx.recipe).items()}
+    jobs = {key: [sorted(langs), _input_signature(src, langs)] for key, (src, _, langs, _) in work(ctx.recipe).items()}
     return artifacts.fingerprint(VERSION, ctx.fingerprint("tokenizer"), jobs)
 
 
 def _encode_language(tok: Any, src: ChatSource, lang: str, model: str) -> tuple[list[Any], list[Any]]:
     """(messages, ids, target mask) of every conversation, split into train and the last `heldout`."""
     convs = []
-    for where, rec in iter_records(src.path, lang, src.split, src.lang_key):
+    for where, rec in iter_records(src.path, lang, src.split, src.lang_key, single=len(src.languages) == 1):
         messages = to_messages(rec, src.messages_key, f"models.{model}: {where}")
         convs.append((messages, *encode(tok, messages, where)))
     if len(convs) <= src.heldout:

@@ -15,7 +15,13 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from occiforge.errors import UserError
-from occiforge.lm import load_causal_lm, load_config, load_tokenizer
+from occiforge.lm import (
+    check_vocab,
+    is_local_spec,
+    load_causal_lm,
+    load_config,
+    load_tokenizer,
+)
 from occiforge.recipe import ArchitectureConfig
 from occiforge.train.embeddings import init_new_embeddings, sample_windows
 
@@ -37,12 +43,6 @@ def llama_config(arch: ArchitectureConfig, tok: Any) -> LlamaConfig:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-
-
-def check_vocab(model: PreTrainedModel, tok: Any, where: str) -> None:
-    rows = model.get_input_embeddings().num_embeddings
-    if len(tok) > rows:
-        raise UserError(f"{where}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
 
 
 def _own_tokenizer(path: str | Path) -> Any | None:
@@ -87,8 +87,15 @@ def preflight_vocab(inits: list[str], tok: Any, known: set[str], extension: Reco
         if init == "scratch" or init in known:
             continue
         rows = load_config(init).get_text_config().vocab_size
-        if extension_of(init, tok, f"init {init!r}", extension) is None and len(tok) > rows:
+        if extension_of(init, tok, f"init {init!r}", extension) is not None:
+            continue
+        if len(tok) > rows:
             raise UserError(f"init {init!r}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
+        own = _own_tokenizer(init) if is_local_spec(init) else None  # a hub id's tokenizer is not fetched here
+        if own is not None and own.get_vocab() != {t: i for t, i in tok.get_vocab().items() if i < len(own)}:
+            differ = len(set(own.get_vocab().items()) - set(tok.get_vocab().items()))
+            raise UserError(f"init {init!r}: the run's tokenizer is not the model's own ({differ} of its {len(own)} ids "
+                            "are other tokens); set tokenizer.pretrained to the model's folder")
 
 
 def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models_dir: Path, known: set[str],

@@ -184,10 +184,49 @@ CASES: list[tuple[str, Setup, str]] = [
     ("eval-mc-answer-out-of-range", with_files({"mc/en.jsonl": '{"question": "Q?", "choices": ["a", "b"], "answer": 5}\n'},
                                                lambda tmp, run: ["eval", "--model", str(run / "models" / "base"), "--mc", str(tmp / "mc")]),
      "answer index 5 is out of range"),
+    ("init-tokenizer-differs", lambda tmp, run: _init_with_another_tokenizer(tmp, run), "the run's tokenizer is not the model's own (2 of its"),
+    # -- instruction tuning and chat ---------------------------------------------------------------
+    ("sft-weights-differ-within-a-language",
+     run_with(_model(chat={"kind": "sft", "init": "base", "data": [{"path": "builtin:demo", "languages": ["de"]},
+                                                                    {"path": "{tmp}", "languages": ["de"], "weight": 3}]}),
+              command="validate"),
+     "de is in several sources with different weights"),
+    ("sft-heldout-zero",
+     run_with(_model(chat={"kind": "sft", "init": "base", "data": [{"path": "builtin:demo", "languages": ["de"], "heldout": 0}]}),
+              command="validate"),
+     "heldout: Input should be greater than or equal to 1"),
+    ("chat-no-template", lambda tmp, run: ["chat", "--model", str(run / "models" / "base")], "has no chat template"),
+    ("chat-vocab-mismatch", lambda tmp, run: _chat_tokenizer_on_base(tmp, run), "but the model's embedding has"),
+    ("chat-max-new-tokens-zero", lambda tmp, run: ["chat", "--model", str(run / "models" / "base"), "--max-new-tokens", "0"],
+     "expected a whole number of at least 1"),
     ("eval-mc-no-choices", with_files({"mc/en.jsonl": '{"question": "Q?", "choices": [], "answer": 0}\n'},
                                       lambda tmp, run: ["eval", "--model", str(run / "models" / "base"), "--mc", str(tmp / "mc")]),
      "'choices' are empty"),
 ]
+
+
+def _chat_tokenizer_on_base(tmp: Path, run: Path) -> list[str]:
+    """The base model's weights under a tokenizer with ChatML added: two ids it has no rows for."""
+    from occiforge.chat import with_template
+    from occiforge.lm import load_tokenizer
+
+    folder = tmp / "mixed"
+    shutil.copytree(run / "models" / "base", folder)
+    with_template(load_tokenizer(folder), "chatml", "test").save_pretrained(str(folder))
+    return ["chat", "--model", str(folder)]
+
+
+def _init_with_another_tokenizer(tmp: Path, run: Path) -> list[str]:
+    """A recipe starting from a copy of the base model whose own tokenizer has two ids swapped: same
+    size, other tokens."""
+    folder = tmp / "model"
+    shutil.copytree(run / "models" / "base", folder)
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    return ["run", "-q", _recipe(tmp, tmp / "fresh", _model(ext={"init": str(folder), "mixture": {"en": 1}}))]
 
 
 def _init_from(tmp: Path, run: Path, drop: str = "", truncate: str = "", corrupt: str = "") -> list[str]:

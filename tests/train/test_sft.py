@@ -3,6 +3,7 @@ never see each other, and the loss checked against a hand-computed reference on 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from occiforge.chat import (
     IM_START,
     check_messages,
     encode,
+    end_of_turn_id,
+    fit,
+    iter_records,
+    stop_ids,
     to_messages,
     with_template,
 )
@@ -127,17 +132,15 @@ def test_reference_loss_on_three_packed_conversations(tokenizers, tmp_path: Path
     assert history[0]["loss"] == pytest.approx(reference, abs=1e-5)
 
 
-def test_chat_rows_start_from_their_pieces_and_old_rows_stay(tokenizers):
+def test_chat_rows_start_from_eos_and_bos_and_old_rows_stay(tokenizers):
     base, chat = tokenizers
     model = _model(len(base))
     before = model.get_input_embeddings().weight.detach().clone()
     add_chat_rows(model, base, chat)
     weight = model.get_input_embeddings().weight
     assert weight.shape[0] == len(chat) and torch.equal(weight[: len(base)], before)
-    end = chat.convert_tokens_to_ids(IM_END)
-    pieces = base(IM_END, add_special_tokens=False)["input_ids"]
-    assert torch.allclose(weight[end], before[pieces].mean(0))
-    assert not torch.allclose(weight[end], weight[chat.convert_tokens_to_ids(IM_START)])
+    assert torch.equal(weight[chat.convert_tokens_to_ids(IM_END)], before[base.eos_token_id])
+    assert torch.equal(weight[chat.convert_tokens_to_ids(IM_START)], before[base.bos_token_id])
     assert model.lm_head.weight.data_ptr() == weight.data_ptr()  # still tied
 
 
@@ -161,3 +164,63 @@ def test_a_tokenizer_without_a_template_is_refused_when_asked_for_its_own(tokeni
     base, _ = tokenizers
     with pytest.raises(UserError, match="models.chat: tokenizer: the tokenizer has no chat template"):
         with_template(base, "tokenizer", "models.chat: tokenizer")
+
+
+def test_the_end_of_turn_token_is_read_from_the_template(tokenizers):
+    base, chat = tokenizers
+    assert end_of_turn_id(chat) == chat.convert_tokens_to_ids(IM_END)
+    gemma = copy.deepcopy(base)  # another template whose turns end with their own special token
+    gemma.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    gemma.chat_template = ("{% for m in messages %}{{ '<start_of_turn>' + m['role'] + '\n' + m['content'] + '<end_of_turn>\n' }}"
+                           "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>assistant\n' }}{% endif %}")
+    eot = gemma.convert_tokens_to_ids("<end_of_turn>")
+    assert end_of_turn_id(gemma) == eot
+    model = _model(len(gemma))
+    model.generation_config.eos_token_id = [7]  # what the model stopped at before stays a stop
+    assert stop_ids(gemma, model) == sorted({eot, gemma.eos_token_id, 7})
+    plain = copy.deepcopy(base)  # turns end with EOS itself
+    plain.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + eos_token }}{% endfor %}"
+    assert end_of_turn_id(plain) == base.eos_token_id
+
+
+def test_a_conversation_opening_with_the_answer_does_not_train_on_the_header(tokenizers):
+    _, chat = tokenizers
+    ids, mask = encode(chat, [{"role": "assistant", "content": "Hello there."}, {"role": "user", "content": "Hi"},
+                              {"role": "assistant", "content": "Fine."}], "test")
+    assert chat.decode([i for i, m in zip(ids, mask) if m]) == f"Hello there.{IM_END}Fine.{IM_END}"
+
+
+def test_chat_history_drops_whole_old_exchanges_to_fit(tokenizers):
+    _, chat = tokenizers
+    system = [{"role": "system", "content": "Be brief."}]
+    turns = [{"role": r, "content": f"{r} says something rather long number {i}"} for i in range(3) for r in ("user", "assistant")]
+    messages = system + turns + [{"role": "user", "content": "last"}]
+    size = lambda m: len(chat.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])  # noqa: E731
+    assert fit(chat, messages, 1, None) == messages
+    short = fit(chat, messages, 1, size(system + turns[4:] + messages[-1:]))
+    assert short == system + turns[4:] + messages[-1:]  # the system prompt and the newest exchange stay
+    assert fit(chat, messages, 1, 1) == system + messages[-1:]  # never the question itself
+
+
+def test_source_weights_are_per_language_and_one_conversation_is_held_out():
+    from occiforge.recipe.models import SftModel
+
+    src = {"path": "builtin:demo", "languages": ["de"]}
+    SftModel(init="base", data=[src, {**src, "path": "/x"}])  # equal weights: one pass over both
+    with pytest.raises(ValueError, match="de is in several sources with different weights"):
+        SftModel(init="base", data=[src, {**src, "path": "/x", "weight": 9}])
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        SftModel(init="base", data=[{**src, "heldout": 0}])
+
+
+def test_a_dataset_without_a_language_column_is_one_language_only(tmp_path: Path):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    rec = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(rec) for _ in range(3)))
+    assert len(list(iter_records(f"hf:{folder}", "de", "train", "lang", single=True))) == 3
+    with pytest.raises(UserError, match="no 'lang' column"):
+        list(iter_records(f"hf:{folder}", "de", "train", "lang", single=False))
+    with pytest.raises(UserError, match="cannot load"):
+        list(iter_records(f"hf:{tmp_path / 'missing'}", "de", "train", "lang"))

@@ -78,8 +78,42 @@ def test_a_conversation_without_an_assistant_turn_is_one_line_and_nothing_is_wri
     tree = _sft_tree(tmp_path / "run", data=[{"path": str(folder), "languages": ["de"]}])
     assert main(["run", _write(tmp_path, tree), "-q", "--to", "conversations"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "models.chat:" in err and "de.jsonl record 3" in err and "no assistant turn" in err
+    assert err.count("\n") == 0 and "models.chat:" in err and "de.jsonl:3" in err and "no assistant turn" in err
     assert not (tmp_path / "run" / "conversations").exists()
+
+
+@pytest.mark.slow
+def test_unreadable_conversation_lines_are_one_line_errors_and_edits_are_new_input(tmp_path: Path, capsys):
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    good = json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]})
+    recipe = _write(tmp_path, _sft_tree(tmp_path / "run", data=[{"path": str(folder), "languages": ["de"]}]))
+    for bad, says in (('{"messages": [', "de.jsonl:3: invalid JSON"), ("[1, 2]", "de.jsonl:3: a record must be a JSON object")):
+        (folder / "de.jsonl").write_text(f"{good}\n{good}\n{bad}\n")
+        assert main(["run", recipe, "-q", "--to", "conversations"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err, err
+        assert not (tmp_path / "run" / "conversations").exists()
+    (folder / "de.jsonl").write_text(f"{good}\n{good}\n")
+    assert main(["run", recipe, "-q", "--to", "conversations"]) == 0
+    (folder / "de.jsonl").write_text(f"{good}\n{good}\n{good}\n")  # an edited file is new input: tokenized again
+    assert main(["run", recipe, "-q", "--to", "conversations"]) == 0
+    (src,) = json.loads((tmp_path / "run" / "conversations" / "manifest.json").read_text())["sources"].values()
+    assert src["per_language"]["de"]["train"]["conversations"] == 2  # 3, one held out
+
+
+@pytest.mark.slow
+def test_chat_with_a_tokenizer_larger_than_the_model_is_one_line(sft_run: Path, tmp_path: Path):
+    import shutil
+
+    mixed = tmp_path / "mixed"  # the base vocabulary's weights beside the chat tokenizer (two more tokens)
+    shutil.copytree(sft_run / "models" / "chat", mixed)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(sft_run / "models" / "cpt-de" / name, mixed / name)
+    proc = subprocess.run([sys.executable, "-m", "occiforge.cli", "chat", "--model", str(mixed)], check=False,
+                          input="Hallo!\n", capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr[-500:]
+    assert "tokenizer has" in proc.stderr and "embedding has" in proc.stderr and str(mixed) in proc.stderr
 
 
 def test_sequence_longer_than_the_model_positions_is_refused_before_training(tmp_path: Path, capsys):
