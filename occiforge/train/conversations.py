@@ -47,7 +47,7 @@ def work(r: Recipe) -> dict[str, tuple[ChatSource, str, set[str], str]]:
 
 def _input_signature(src: ChatSource, langs: set[str]) -> list[Any]:
     """Size and mtime of each local input file (as the data stage does): an edited file is new input.
-    A hub dataset is named only: pin its revision in the id where it may change."""
+    A hub dataset is known by its name only (`--force conversations` after it changes)."""
     if src.path.startswith("hf:"):
         local = Path(src.path[3:])
         files = sorted(f for f in local.rglob("*") if f.is_file()) if local.is_dir() else []
