@@ -44,7 +44,7 @@ def one(seq: int, batch: int, ckpt: bool, chunked: bool) -> dict:
     from occiforge.loop import LoopSpec, train
     from occiforge.recipe import OptimConfig, validate_tree
     from occiforge.train.parallel import parallelize
-    from occiforge.train.plan import _scratch_config, memory, shape_of
+    from occiforge.train.plan import _scratch_config, memory, shape_of, total
 
     torch.set_num_threads(2)
     tree = {"name": "m", "languages": ["en"], "data": {"sources": [{"name": "d", "path": "builtin:demo"}]},
@@ -65,8 +65,7 @@ def one(seq: int, batch: int, ckpt: bool, chunked: bool) -> dict:
         train(model, lambda step, micro: {"input_ids": batches[step], "labels": batches[step]}, spec, Path(tmp) / "ckpt")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     est = memory(shape_of(config), r, 1, device="cpu")
-    total = est["states"] + est["loss"] + est["activations_ckpt" if ckpt else "activations"]
-    return {"measured": peak - base, "estimate": total, "parts": est}
+    return {"measured": peak - base, "estimate": total(est, ckpt), "parts": est}  # one process: no FSDP working set
 
 
 def main() -> None:
