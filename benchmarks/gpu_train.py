@@ -7,7 +7,8 @@ autocast, fp32 master weights, AdamW) and, as a second variant, the same with FS
 (`fully_shard` per decoder layer and root, bf16 params / fp32 reduce) applied by hand, since
 `parallelize` leaves a single process unsharded. Reports tokens/s (median over timed steps after
 warm-up), MFU against the dense bf16 peak of the card (H100/H200 989 TFLOP/s, A100 312), with
-model FLOPs per token = 6·N + 12·L·d·T (PaLM appendix B; N = all parameters), and peak memory.
+model FLOPs per token from `occiforge.train.plan.flops_per_token` (6 × the weights but the input
+embedding + 12·L·h·T for attention, PaLM appendix B; the figure `occiforge plan` uses), and peak memory.
 `--variants eager` leaves compile off; a variant ending in `+model-loss` (e.g. `compile+model-loss`)
 uses the model's own loss instead of the chunked one (`train.chunked_loss: false`). Each line also prints `occiforge plan`'s memory estimate
 for the same model, sequence and micro-batch, to compare with the measured peak.
@@ -30,6 +31,7 @@ from occiforge.dist import DistInfo
 from occiforge.loop import LoopSpec, train
 from occiforge.recipe import OptimConfig, TrainConfig
 from occiforge.train.parallel import decoder_layers, parallelize
+from occiforge.train.plan import flops_per_token as plan_flops
 
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -77,7 +79,7 @@ def run(variant: str, args: argparse.Namespace, device: str) -> dict[str, float]
         model = _fsdp(model)
     gen = torch.Generator().manual_seed(0)
     data = torch.randint(0, cfg.vocab_size, (args.steps + 1, args.batch, args.seq), generator=gen)
-    flops_per_token = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq
+    flops_per_token = plan_flops(cfg, args.seq)
     stamps: list[float] = []
 
     def on_step(step: int, loss: float) -> None:
