@@ -1,8 +1,10 @@
 """Resumable checkpoints: model and optimizer state as safetensors, never pickle.
 
 torch.distributed.checkpoint (DCP) writes through its Hugging Face storage layer, so every
-rank saves its own shards (FSDP2 DTensors) as `.safetensors` files with a JSON index, and a
-resumed run may use a different number of ranks. Optimizer state is flattened into the same
+rank saves its own shards (FSDP2 DTensors) as `.safetensors` files with a JSON index. The tensors
+would load on any number of ranks, but the training loop refuses to resume on another number than
+the one that wrote the checkpoint (`world_size` in trainer_state.json): which rows a step reads
+depends on it, so a resharded resume would re-read or skip data. Optimizer state is flattened into the same
 tensor map (`optim.<param fqn>.<name>`), its param groups go to JSON. A checkpoint folder is
 written under a temporary name and renamed by rank 0, so `latest/` is always complete.
 """
@@ -21,7 +23,10 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
+from torch.distributed.checkpoint import (
+    HuggingFaceStorageReader,
+    HuggingFaceStorageWriter,
+)
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,

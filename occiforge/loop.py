@@ -12,7 +12,8 @@ import math
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class LoopSpec:
     log_every: int
     fingerprint: str  # a checkpoint is resumed only by the run that wrote it
     groups: tuple[str, ...] = ()  # names of batch["groups"] values (languages): loss per group on logged steps
-    flops_per_token: float | None = None  # model FLOPs per trained token: MFU where the device's peak is known
+    flops_per_token: float | None = None  # model FLOPs per processed token (padding included): MFU where the peak is known
     peak_flops: float | None = None  # dense peak FLOP/s of one rank's device
     val_every: int | None = None  # steps between `hooks.validate` calls (and at the last step)
     chunked_loss: bool = True  # the loss beside the head, chunk by chunk (occiforge.lossfn), where the model allows
@@ -53,12 +54,15 @@ class Hooks:
     validate: Callable[[torch.nn.Module], dict[str, float]] | None = None  # held-out loss per language
     should_stop: Callable[[], bool] | None = None  # e.g. a signal arrived
     stop_reason: Callable[[], tuple[str, int]] = lambda: ("stopped", 0)  # (message, exit code) once it has
+    on_resume: Callable[[int], None] | None = None  # the step training actually starts at (0: from scratch)
 
 
 def lr_at(step: int, spec: LoopSpec) -> float:
     """Linear warm-up from zero (every model re-warms: continual pre-training wants it), then cosine or
     linear decay to `min_lr_ratio * lr`, constant, or WSD: stable at lr, then a linear decay over the
-    last `decay_fraction` of the steps, which lets a run be extended from any stable-phase checkpoint."""
+    last `decay_fraction` of all the steps (warm-up included in the count, as documented in the recipe).
+    Every decaying schedule is exactly at its floor on the last step. (`steps` is part of a model's
+    fingerprint, so a finished WSD run is not extended by resuming it: a longer run trains anew.)"""
     o = spec.optim
     warmup = min(o.warmup_steps, max(spec.steps - 1, 0))
     if step < warmup:
@@ -66,10 +70,11 @@ def lr_at(step: int, spec: LoopSpec) -> float:
     if o.schedule == "constant":
         return spec.lr
     if o.schedule == "wsd":
-        decay = max(1, round(o.decay_fraction * (spec.steps - warmup)))
+        decay = min(max(1, round(o.decay_fraction * spec.steps)), max(spec.steps - warmup, 1))
         into = step - (spec.steps - decay) + 1  # 1..decay over the decay phase: the last step is at the floor
-        return spec.lr if into <= 0 else spec.lr * (1 - (1 - o.min_lr_ratio) * into / decay)
-    progress = (step - warmup) / max(spec.steps - warmup, 1)
+        return spec.lr if into <= 0 else spec.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * (1 - into / decay))
+    span = spec.steps - 1 - warmup  # from the first step after warm-up (at lr) to the last (at the floor)
+    progress = 1.0 if span <= 0 else min((step - warmup) / span, 1.0)
     decay = 0.5 * (1 + math.cos(math.pi * progress)) if o.schedule == "cosine" else 1 - progress
     return spec.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * decay)
 
@@ -84,14 +89,21 @@ def make_optimizer(model: torch.nn.Module, spec: LoopSpec) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.optim.betas, fused=fused, foreach=not fused)
 
 
-def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: LoopSpec, rank: int,
+def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: LoopSpec, rank: int, world: int,
             log: Callable[[str], None]) -> tuple[int, list[dict[str, Any]]]:
     state = checkpoint.usable(ckpt_dir, log, rank)
     if state is None or state.get("fingerprint") != spec.fingerprint:
+        if state is not None:
+            log(f"checkpoint {ckpt_dir / checkpoint.LATEST} (step {state.get('step')}) is from another configuration: "
+                "discarded, training starts over")
         barrier()  # every rank reads the old state before rank 0 removes it
         if rank == 0:
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # stale: from another configuration
         return 0, []
+    # a row's position in the plan depends on the number of ranks: another count would re-read or skip rows
+    if state.get("world_size", world) != world:
+        raise UserError(f"checkpoint {ckpt_dir / checkpoint.LATEST} was written by {state['world_size']} ranks and this run "
+                        f"has {world}: resume with {state['world_size']} ranks, or delete {ckpt_dir} to start over")
     state = checkpoint.restore(ckpt_dir, model, opt)
     return int(state["step"]), list(state["history"])
 
@@ -109,7 +121,8 @@ def train(
     """Train for `spec.steps` optimizer steps, resuming from `ckpt_dir` if a checkpoint of this
     exact run exists; `get_batch(step, micro)` must be deterministic for exact resumption.
     Under torchrun every rank calls this with its own batches; FSDP2 averages the gradients.
-    A non-finite loss stops the run (UserError naming the step; the last good checkpoint stays);
+    A non-finite loss or gradient norm stops the run (UserError naming the first bad step; the last good
+    checkpoint stays, and no checkpoint is ever written from a non-finite state);
     `hooks.should_stop()` turning true writes a checkpoint and raises `Stopped`.
     The loss is computed beside the head where the model allows (`occiforge.lossfn`; `spec.chunked_loss`)."""
     with lossfn.chunked(model, spec.chunked_loss):
@@ -120,13 +133,17 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
            on_step: Callable[[int, float], None] | None, log: Callable[[str], None], rank: int, hooks: Hooks) -> list[dict[str, Any]]:
     device = next(model.parameters()).device
     opt = make_optimizer(model, spec)
-    start, history = _resume(ckpt_dir, model, opt, spec, rank, log)
+    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    start, history = _resume(ckpt_dir, model, opt, spec, rank, world, log)
     if start:
         log(f"resuming from step {start} ({ckpt_dir / checkpoint.LATEST})")
+    if hooks.on_resume:
+        hooks.on_resume(start)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
-    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
     last = history[-1]["loss"] if history else math.nan  # what on_step sees between logged steps
     meter = _Meter(device, world)
+    # the first step whose loss or gradient norm was not finite, kept on the device (no sync): spec.steps if none
+    first_bad = torch.full((), spec.steps, dtype=torch.long, device=device)
     model.train()
     for step in range(start, spec.steps):
         for group in opt.param_groups:
@@ -138,38 +155,87 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
         micros = [get_batch(step, micro) for micro in range(spec.grad_accum)]
         total, by_group = _accumulate(model, micros, device, autocast, world, len(spec.groups) if logged else 0)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.optim.grad_clip)
+        first_bad = _track(first_bad, total, norm, step)
         opt.step()
         opt.zero_grad(set_to_none=True)
         meter.count(micros)
+        read = None
         if logged or saving:
-            loss, values = _read(total, norm, by_group, world)  # the step's only host<->device sync
-            if not math.isfinite(loss):
-                raise _diverged(loss, step, ckpt_dir)
+            read = _checked_read(total, norm, by_group, first_bad, world, step, ckpt_dir)  # the step's only host<->device sync
         if logged:
+            loss, values = read  # type: ignore[misc]
             last = loss
             record = {"step": step, "loss": round(loss, 5), "lr": opt.param_groups[0]["lr"], **meter.read(spec, values, step)}
             if validating:
-                record["val_loss"] = _validate(model, hooks.validate)  # type: ignore[arg-type]
+                with meter.paused():
+                    record["val_loss"] = _validate(model, hooks.validate)  # type: ignore[arg-type]
             history.append(record)
             if hooks.on_log:
                 hooks.on_log(record)
         if on_step:
             on_step(step, last)
-        if saving:
-            checkpoint.save(ckpt_dir, model, opt, {"fingerprint": spec.fingerprint, "step": step + 1, "history": history}, rank)
-        if step + 1 < spec.steps and _stop_now(hooks, world, logged, device):
-            checkpoint.save(ckpt_dir, model, opt, {"fingerprint": spec.fingerprint, "step": step + 1, "history": history}, rank)
+        stopping = step + 1 < spec.steps and _stop_now(hooks, world, logged, device)
+        if saving or stopping:
+            if read is None:  # a stop on an unlogged step: nothing non-finite may reach a checkpoint
+                _checked_read(total, norm, by_group, first_bad, world, step, ckpt_dir)
+            with meter.paused():
+                _save(ckpt_dir, model, opt, spec, rank, world, step, history)
+        if stopping:
             reason, code = hooks.stop_reason()
             raise Stopped(f"{reason}: checkpoint at step {step + 1} written to {ckpt_dir / checkpoint.LATEST}; "
                           "run the same command again to resume", code)
     return history
 
 
-def _diverged(loss: float, step: int, ckpt_dir: Path) -> UserError:
+def _save(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: LoopSpec, rank: int, world: int,
+          step: int, history: list[dict[str, Any]]) -> None:
+    """Checkpoint after `step`, never from non-finite weights; the world size is kept, for `_resume` to check."""
+    _check_weights(model, world, step, ckpt_dir)
+    state = {"fingerprint": spec.fingerprint, "step": step + 1, "history": history, "world_size": world}
+    checkpoint.save(ckpt_dir, model, opt, state, rank)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a (DTensor) value: a non-finite gradient anywhere makes some rank's part non-finite."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _track(first_bad: torch.Tensor, total: torch.Tensor, norm: torch.Tensor, step: int) -> torch.Tensor:
+    """`first_bad`, or `step` if this step's loss or gradient norm is not finite and none was before: on the device."""
+    bad = ~(torch.isfinite(total) & torch.isfinite(_local(norm).to(total.device)))
+    return torch.where(bad, first_bad.clamp(max=step), first_bad)
+
+
+def _checked_read(total: torch.Tensor, norm: torch.Tensor, stats: torch.Tensor, first_bad: torch.Tensor, world: int,
+                  step: int, ckpt_dir: Path) -> tuple[float, dict[str, Any]]:
+    """`_read`, stopping the run (the diverged error) if any step so far had a non-finite loss or gradient norm."""
+    loss, values = _read(total, norm, stats, first_bad, world)
+    bad = values["first_bad"]
+    if bad <= step or not (math.isfinite(loss) and math.isfinite(values["grad_norm"])):
+        raise _diverged(min(bad, step), step, loss, values["grad_norm"], ckpt_dir)
+    return loss, values
+
+
+def _check_weights(model: torch.nn.Module, world: int, step: int, ckpt_dir: Path) -> None:
+    """Refuse to checkpoint non-finite weights (e.g. an overflowing update after a finite gradient): one sync, on saves only."""
+    ok = torch.stack([torch.isfinite(_local(p.detach())).all() for p in model.parameters()]).all().to(torch.int32)
+    if world > 1:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    if not int(ok.item()):
+        raise _diverged(step, step, math.nan, math.nan, ckpt_dir, weights=True)
+
+
+def _diverged(bad: int, step: int, loss: float, norm: float, ckpt_dir: Path, weights: bool = False) -> UserError:
     path = ckpt_dir / checkpoint.LATEST / "trainer_state.json"
     state = json.loads(path.read_text()) if path.is_file() else None
     kept = f"the last good checkpoint (step {state['step']}) is kept in {ckpt_dir}" if state else "no checkpoint was written"
-    return UserError(f"loss is {loss} at step {step}: training stopped; {kept}; lower the learning rate or check the data")
+    if weights:
+        what = f"the weights are not finite after step {step}"
+    elif bad == step:
+        what = f"loss is {loss} at step {step}" if not math.isfinite(loss) else f"gradient norm is {norm} at step {step}"
+    else:  # found at a later read: the first bad step's own values were never read back
+        what = f"loss or gradient norm is not finite from step {bad} on (loss {loss} at step {step})"
+    return UserError(f"{what}: training stopped; {kept}; lower the learning rate or check the data")
 
 
 def _stop_now(hooks: Hooks, world: int, logged: bool, device: torch.device) -> bool:
@@ -253,36 +319,57 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def _read(total: torch.Tensor, norm: torch.Tensor, stats: torch.Tensor, world: int) -> tuple[float, dict[str, Any]]:
+def _read(total: torch.Tensor, norm: torch.Tensor, stats: torch.Tensor, first_bad: torch.Tensor,
+          world: int) -> tuple[float, dict[str, Any]]:
     """The step's loss over all ranks (every rank holds its sum of NLLs x world / global count), the
-    gradient norm and the per-group sums, read back in one transfer."""
+    gradient norm, the per-group sums and the first non-finite step (of any rank), read back in one transfer."""
     vec = torch.cat([total.reshape(1).float(), stats.reshape(-1)])
     if world > 1:
         torch.distributed.all_reduce(vec)
         vec[0] /= world
+        first_bad = first_bad.clone()
+        torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MIN)
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a replicated DTensor
-    values = torch.cat([vec, norm.reshape(1).float().to(vec.device)]).tolist()
-    n = (len(values) - 2) // 2
-    return values[0], {"grad_norm": values[-1], "sums": values[1 : 1 + n], "counts": values[1 + n : 1 + 2 * n]}
+    # float64: a step number stays exact
+    values = torch.cat([vec.double(), norm.reshape(1).double().to(vec.device), first_bad.reshape(1).double()]).tolist()
+    n = (len(values) - 3) // 2
+    return values[0], {"grad_norm": values[-2], "first_bad": int(values[-1]), "sums": values[1 : 1 + n],
+                       "counts": values[1 + n : 1 + 2 * n]}
 
 
 class _Meter:
-    """Throughput between logged steps (tokens/s, MFU where the peak is known) and peak memory."""
+    """Throughput between logged steps, validation and checkpoint time left out: tokens/s counts the tokens
+    trained on (targets, not padding or masked prompts); MFU counts every processed token (input_ids,
+    padding included), as the FLOPs are spent on them; and peak memory."""
 
     def __init__(self, device: torch.device, world: int):
         self.device, self.world = device, world
-        self.tokens, self.t0 = 0, time.perf_counter()
+        self.tokens, self.processed, self.t0 = 0, 0, time.perf_counter()
 
     def count(self, micros: list[Batch]) -> None:
-        self.tokens += sum(int(m["input_ids"].numel()) for m in micros) * self.world
+        for m in micros:
+            targets = (m["labels"][:, 1:] != -100).sum()
+            # batches on an accelerator are summed there and read at the next logged step: no sync here
+            self.tokens += (int(targets) if targets.device.type == "cpu" else targets) * self.world
+            self.processed += int(m["input_ids"].numel()) * self.world
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (validation, a checkpoint) is not training time."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t0 += time.perf_counter() - t
 
     def read(self, spec: LoopSpec, values: dict[str, Any], step: int) -> dict[str, Any]:
         now = time.perf_counter()
-        rate = self.tokens / max(now - self.t0, 1e-9)
-        self.tokens, self.t0 = 0, now
+        elapsed = max(now - self.t0, 1e-9)
+        rate, processed = float(self.tokens) / elapsed, self.processed / elapsed
+        self.tokens, self.processed, self.t0 = 0, 0, now
         out: dict[str, Any] = {"grad_norm": round(values["grad_norm"], 5), "tokens_per_s": round(rate, 1)}
         if spec.flops_per_token and spec.peak_flops:
-            out["mfu"] = round(rate / self.world * spec.flops_per_token / spec.peak_flops, 4)
+            out["mfu"] = round(processed / self.world * spec.flops_per_token / spec.peak_flops, 4)
         if self.device.type == "cuda":
             out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         else:  # the process's peak resident set (Linux reports KiB)

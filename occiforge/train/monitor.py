@@ -3,7 +3,7 @@
 - `TrainLog`: every logged step as one JSON line (`train_log.jsonl`) and as TensorBoard scalars,
   both in the model's checkpoint folder while it trains and copied into the model folder at the end.
 - `validation`: held-out loss per language, on fixed rows of the tokens stage's held-out split.
-- `flops_per_token` / `peak_flops`: the figures MFU is computed from (PaLM appendix B).
+- `peak_flops`: the GPU's peak, which MFU divides by (the FLOPs per token: `plan.flops_per_token`).
 - `GracefulStop`: SIGTERM or SIGINT ask the loop to write a checkpoint after the current step
   and stop (exit 0 for SIGTERM, as schedulers expect; 130 for Ctrl-C); a second Ctrl-C stops at once.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -66,14 +67,18 @@ class TrainLog:
             self.writer.close()
 
 
-def validation(heldout: dict[str, Any], window: int, tokens: int, batch_size: int) -> Any:
-    """`validate(model)` -> mean next-token loss per language on its first `tokens` held-out tokens,
-    cut into rows of `window` (the same rows at every call, so the curve is comparable)."""
+def validation(heldout: dict[str, Any], window: int, tokens: int, batch_size: int,
+               warn: Callable[[str], None] = lambda msg: None) -> Any:
+    """`validate(model)` -> mean next-token loss per language on its first `tokens` held-out tokens (at least
+    one row), cut into rows of `window` (the same rows at every call, so the curve is comparable). A language
+    whose held-out split is shorter than one row is left out, said once through `warn`."""
     rows = {}
     for lang, ids in heldout.items():
-        n = min(len(ids), tokens) // window
+        n = min(len(ids), max(tokens, window)) // window
         if n:
             rows[lang] = torch.from_numpy(np.asarray(ids[: n * window], dtype=np.int64).reshape(n, window))
+        else:
+            warn(f"{lang} has {len(ids):,} held-out tokens, fewer than one row of {window}: no validation loss for it")
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -89,16 +94,10 @@ def validation(heldout: dict[str, Any], window: int, tokens: int, batch_size: in
     return validate
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """6·N (forward and backward over every weight, embeddings excluded) + 12·L·d·T for attention."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    n = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
-    return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
-
-
-def peak_flops(device: str | torch.device) -> float | None:
-    """The dense bf16 peak of the GPU by name; None on CPU or an unknown GPU (no MFU is shown)."""
-    if torch.device(device).type != "cuda":
+def peak_flops(device: str | torch.device, precision: str) -> float | None:
+    """The dense bf16 peak of the GPU by name; None on CPU, an unknown GPU, or an fp32 run (whose
+    products do not run at that peak): no MFU is shown then."""
+    if torch.device(device).type != "cuda" or precision != "bf16":
         return None
     name = torch.cuda.get_device_name(torch.device(device))
     return next((v for k, v in PEAK_BF16.items() if k in name), None)

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from occiforge.errors import UserError
-from occiforge.recipe import PlannedModel, Recipe
+from occiforge.recipe import PlannedModel, Recipe, TrainConfig
 
 # GPU memory as the driver reports it (nvidia-smi, MiB) and dense bf16 peak FLOP/s (no sparsity)
 GPUS: dict[str, tuple[int, float]] = {
@@ -152,6 +152,13 @@ def _windows(cfg: Any, layers: int) -> tuple[int | None, ...]:
     if types:
         return tuple(window if kind == "sliding_attention" else None for kind in types)
     return (window,) * layers
+
+
+def model_steps(pm: PlannedModel, cfg: TrainConfig, world: int) -> int:
+    """Optimizer steps: the recipe's, or as many as the token budget needs on `world` ranks."""
+    if pm.tokens is None:
+        return pm.steps
+    return max(1, -(-pm.tokens // (cfg.batch_size * cfg.grad_accum * cfg.seq_len * world)))
 
 
 def flops_per_token(config: Any, seq_len: int) -> float:
@@ -256,7 +263,6 @@ def total(mem: dict[str, float], checkpointing: bool) -> float:
 
 
 def estimate(r: Recipe, gpus: int, gpu_type: str, mfu: float) -> list[Estimate]:
-    from occiforge.train.trainer import model_steps
 
     peak = GPUS[gpu_type][1]
     cfg = r.train

@@ -16,8 +16,9 @@ from occiforge.context import Context, ModelRecord, Stage
 from occiforge.lm import check_available
 from occiforge.recipe import PlannedModel, Recipe
 
-# settings that change speed or bookkeeping, never the weights
-_NOT_HASHED = {"save_every", "log_every", "threads", "compile", "chunked_loss", "activation_checkpointing"}
+# settings that change speed, bookkeeping or monitoring, never the weights
+_NOT_HASHED = {"save_every", "log_every", "threads", "compile", "chunked_loss", "activation_checkpointing",
+               "val_every", "val_tokens", "tensorboard"}
 
 
 def _extends_vocab(r: Recipe, pm: PlannedModel, known: set[str]) -> bool:
@@ -33,6 +34,9 @@ def model_fingerprints(ctx: Context) -> dict[str, str]:
     fps: dict[str, str] = {}
     for pm in r.plan():
         spec = pm.model_dump(mode="json", include={"init", "mixture", "steps", "tokens", "lr", "chat", "chat_template"})
+        # the fingerprint sorts keys, but the order of the mixture's languages sets the data order (each
+        # language's shuffle seed, the per-row draw): it is hashed as the ordered list it is
+        spec["mixture_order"] = list(pm.mixture or {})
         if _extends_vocab(r, pm, known):  # the only models whose weights the embedding init touches
             spec["embedding_init"] = pm.embedding_init
         chats = ctx.fingerprint("conversations") if pm.kind == "sft" else None
@@ -54,7 +58,18 @@ def record(ctx: Context, pm: PlannedModel, fp: str, done: dict[str, Any]) -> Mod
 
 
 def run(ctx: Context, fp: str) -> dict[str, Any]:
+    """Every model to train, in plan order. SIGTERM/SIGINT anywhere in the stage stop it at the next safe
+    point: inside a model's training loop (a checkpoint), before a model trains, or after a model is saved."""
+    from occiforge.train import monitor
+
+    with monitor.GracefulStop() as stop:
+        return _run(ctx, stop)
+
+
+def _run(ctx: Context, stop: Any) -> dict[str, Any]:
+    from occiforge.errors import Stopped
     from occiforge.train import trainer
+    from occiforge.train.plan import model_steps
 
     ctx.upstream("tokens")
     plan, fps = ctx.recipe.plan(), model_fingerprints(ctx)
@@ -62,17 +77,21 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
     models: list[dict[str, Any]] = []
     todo = [pm for pm in plan if ctx.is_forced("train")
             or not ctx.is_current(ctx.stage_dir("train") / pm.name, fps[pm.name], f"model {pm.name}")]
-    clock = trainer.RunClock(sum(trainer.model_steps(pm, ctx.recipe.train, ctx.dist.world_size) for pm in todo))
+    clock = trainer.RunClock(sum(model_steps(pm, ctx.recipe.train, ctx.dist.world_size) for pm in todo))
     for pm in plan:
         folder = ctx.stage_dir("train") / pm.name
         if pm not in todo:
             ctx.log(f"  [dim]{pm.name}: up to date[/dim]")
             done = artifacts.read_manifest(folder) or {}
         else:
-            done = trainer.train_one(ctx, pm, fps[pm.name], setup, clock)
+            done = trainer.train_one(ctx, pm, fps[pm.name], setup, clock, stop)
             epochs = ", ".join(f"{lang} {u['epochs']:.2f}" for lang, u in done["per_language"].items())
             ctx.log(f"  {pm.name}: {done['steps']} steps, epochs {epochs}, final loss {done['final_loss']:.3f}")
         models.append(record(ctx, pm, fps[pm.name], done).model_dump(mode="json"))
+        if trainer.stop_requested(stop, ctx.dist):  # between models, or after the last: every saved one is whole
+            reason, code = stop.reason()
+            raise Stopped(f"{reason}: models up to {pm.name} are saved, the stage is not finished; "
+                          "run the same command again to go on", code)
     return {"models": models}
 
 

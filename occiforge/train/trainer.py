@@ -6,7 +6,6 @@ is shared by every kind (one loop, one checkpoint format, one way to save the HF
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from occiforge.train import monitor, sft
 from occiforge.train.model import build_model, preflight_vocab
 from occiforge.train.packing import Docs, PackedMixture, PlanCache
 from occiforge.train.parallel import parallelize
+from occiforge.train.plan import flops_per_token, model_steps
 
 Batch = dict[str, torch.Tensor]
 REPEAT_LIMIT = 4.0  # epochs: beyond ~4 repeated data is worth little (Muennighoff et al. 2023)
@@ -87,13 +87,6 @@ def _preflight_positions(r: Recipe, plan: list[PlannedModel]) -> None:
                             f"is above the model's {limits[pm.name]} positions")
 
 
-def model_steps(pm: PlannedModel, cfg: TrainConfig, world: int) -> int:
-    """Optimizer steps: the recipe's, or as many as the token budget needs on `world` ranks."""
-    if pm.tokens is None:
-        return pm.steps
-    return max(1, -(-pm.tokens // (cfg.batch_size * cfg.grad_accum * cfg.seq_len * world)))
-
-
 def packed_rows(pm: PlannedModel, s: Setup, cfg: TrainConfig, seed: int, world: int,
                 cache: PlanCache | None = None) -> PackedMixture:
     """The model's whole plan of rows: documents (or conversations) of its languages, packed."""
@@ -116,11 +109,16 @@ def batch_source(rows: PackedMixture, cfg: TrainConfig, rank: int, world: int) -
 
 
 def warn_repeats(ctx: Context, pm: PlannedModel, usage: dict[str, dict[str, float]]) -> None:
+    """Say what the plan does to the data that the user may not expect: heavy repetition, and
+    conversations left out for being longer than a row."""
     for lang, u in usage.items():
         if u["epochs"] > REPEAT_LIMIT and ctx.dist.is_main:
             ctx.console.print(f"occiforge: warning: {pm.name} repeats {lang} {u['epochs']:.1f} times ({u['tokens']:,} tokens "
                               f"from {u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
                               "(Muennighoff et al. 2023)", highlight=False, soft_wrap=True)
+        if u.get("left_out_too_long") and ctx.dist.is_main:
+            ctx.console.print(f"occiforge: warning: {pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than "
+                              "a row (train.seq_len + 1 tokens); raise seq_len to keep them", highlight=False, soft_wrap=True)
 
 
 def _progress(ctx: Context) -> Progress:
@@ -137,6 +135,10 @@ class RunClock:
 
     def __init__(self, total_steps: int):
         self.total, self.done, self.t0 = total_steps, 0, time.perf_counter()
+
+    def skip(self, steps: int) -> None:
+        """Steps a resumed model does not run again: out of the total, never timed."""
+        self.total -= steps
 
     def tick(self) -> str:
         self.done += 1
@@ -181,17 +183,40 @@ def _build(ctx: Context, pm: PlannedModel, s: Setup) -> tuple[torch.nn.Module, A
     return parallelize(model, r.train, dist), tok
 
 
-def _hooks(ctx: Context, s: Setup, ckpt_dir: Path, stop: monitor.GracefulStop) -> tuple[Hooks, monitor.TrainLog]:
+def _hooks(ctx: Context, s: Setup, ckpt_dir: Path, stop: monitor.GracefulStop,
+           on_resume: Callable[[int], None]) -> tuple[Hooks, monitor.TrainLog]:
+    """The loop's hooks; the log learns its resume step from the loop (`on_resume`), once the loop has
+    decided it (a damaged `latest` resumes from `previous`, a stale checkpoint from nothing)."""
     cfg = ctx.recipe.train
-    state = ckpt_dir / checkpoint.LATEST / "trainer_state.json"
-    start = json.loads(state.read_text()).get("step", 0) if state.is_file() else 0  # where a resume will start
-    log = monitor.TrainLog(ckpt_dir, start, cfg.tensorboard, enabled=ctx.dist.is_main)
+    log = monitor.TrainLog(ckpt_dir, 0, cfg.tensorboard, enabled=ctx.dist.is_main)
+
+    def resumed(step: int) -> None:
+        log.start = step
+        on_resume(step)
+
     validate = None
     if cfg.val_every:
         heldout = {lang: open_token_docs(ctx.stage_dir("tokens") / lang / "heldout")[0] for lang in s.docs
                    if (ctx.stage_dir("tokens") / lang / "heldout").is_dir()}
-        validate = monitor.validation(heldout, cfg.seq_len + 1, cfg.val_tokens, cfg.batch_size)
-    return Hooks(on_log=log, validate=validate, should_stop=stop.should_stop, stop_reason=stop.reason), log
+        validate = monitor.validation(heldout, cfg.seq_len + 1, cfg.val_tokens, cfg.batch_size, warn=lambda msg: _warn(ctx, msg))
+    return Hooks(on_log=log, validate=validate, should_stop=stop.should_stop, stop_reason=stop.reason,
+                 on_resume=resumed), log
+
+
+def _warn(ctx: Context, msg: str) -> None:
+    if ctx.dist.is_main:
+        ctx.console.print(f"occiforge: warning: {msg}", highlight=False, soft_wrap=True)
+
+
+def stop_requested(stop: monitor.GracefulStop, dist: DistInfo) -> bool:
+    """Whether a signal asked the stage to stop, agreed by every rank (one seeing it first must not leave
+    the others waiting in a collective)."""
+    flag = stop.should_stop()
+    if dist.world_size > 1:
+        t = torch.tensor([int(flag)], device=dist.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        flag = bool(t.item())
+    return flag
 
 
 def _keep_logs(ckpt_dir: Path, then: Callable[[Path], None] | None) -> Callable[[Path], None]:
@@ -206,8 +231,11 @@ def _keep_logs(ckpt_dir: Path, then: Callable[[Path], None] | None) -> Callable[
     return after
 
 
-def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock | None = None) -> dict[str, Any]:
+def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock | None = None,
+              stop: monitor.GracefulStop | None = None) -> dict[str, Any]:
+    """Train one model and save its folder; `stop`: the stage's signal flag (none: signals are not watched)."""
     r, cfg, dist = ctx.recipe, ctx.recipe.train, ctx.dist
+    stop = stop or monitor.GracefulStop()
     models_dir = ctx.stage_dir("train")
     ckpt_dir, plan_dir = models_dir / f".{pm.name}.ckpt", models_dir / f".{pm.name}.plan"
     if ctx.is_forced("train") and dist.is_main:
@@ -222,13 +250,22 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     model, tok = _build(ctx, pm, s)
     spec = LoopSpec(steps=steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
                     save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp, groups=tuple(rows.langs),
-                    flops_per_token=monitor.flops_per_token(model, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device),
+                    flops_per_token=flops_per_token(model.config, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device, cfg.precision),
                     val_every=cfg.val_every, chunked_loss=cfg.chunked_loss)
     clock = clock or RunClock(steps)
+    if stop_requested(stop, dist):  # the signal came while the model was built: nothing of it is written yet
+        reason, code = stop.reason()
+        raise Stopped(f"{pm.name}: {reason} before training; run the same command again to resume", code)
+    resumed_at: list[int] = []
+
+    def on_resume(step: int) -> None:
+        resumed_at.append(step)
+        clock.skip(step)
+
     t0 = time.perf_counter()
-    with _progress(ctx) as progress, monitor.GracefulStop() as stop:
+    with _progress(ctx) as progress:
         task = progress.add_task(pm.name, total=steps, loss=float("nan"), run="?")
-        hooks, log = _hooks(ctx, s, ckpt_dir, stop)
+        hooks, log = _hooks(ctx, s, ckpt_dir, stop, on_resume)
         try:
             history = train(model, batch_source(rows, cfg, dist.rank, dist.world_size), spec, ckpt_dir, rank=dist.rank,
                             on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss, run=clock.tick()),
@@ -245,7 +282,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     fields = {"init": pm.init, "mixture": pm.mixture, "steps": steps, "final_loss": final_loss,
               "world_size": dist.world_size, "device": dist.hardware(),
               # wall-clock of the process that finished the model (a resumed one: since its resume step)
-              "seconds": round(time.perf_counter() - t0, 1), "resumed_from_step": log.start, "tokens_seen": steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size,
+              "seconds": round(time.perf_counter() - t0, 1), "resumed_from_step": resumed_at[0] if resumed_at else 0, "tokens_seen": steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size,
               "per_language": usage}
     barrier()  # every rank is done reading the plan
     if dist.is_main:

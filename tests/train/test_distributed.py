@@ -1,5 +1,5 @@
 """torchrun + FSDP2 on CPU (gloo), two real processes: train, save a HF folder, and resume a
-two-rank checkpoint in a single process (DCP reshards it)."""
+two-rank checkpoint on two ranks (one process is refused: its rows would not be the same)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_two_ranks_train_and_save_a_hf_model(prepared: Path):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
 
 
-def test_two_rank_checkpoint_resumes_in_one_process(prepared: Path):
+def test_two_rank_checkpoint_resumes_on_two_ranks_not_one(prepared: Path):
     tree = yaml.safe_load(prepared.read_text())
     # no periodic checkpoint: the SIGTERM writes the one the resume starts from (a few steps in)
     tree["train"].update(steps=200, save_every=10_000, log_every=1)
@@ -63,8 +63,11 @@ def test_two_rank_checkpoint_resumes_in_one_process(prepared: Path):
     assert 3 <= step < 200 and not (prepared.parent / "run" / "models" / "base" / "manifest.json").exists()
     assert len(list(state.parent.glob("*.safetensors"))) == 2  # one file per rank, never two ranks on one file
 
-    proc = subprocess.run([sys.executable, "-m", "occiforge.cli", "train", "-c", str(prepared)],
+    proc = subprocess.run([sys.executable, "-m", "occiforge.cli", "train", "-q", "-c", str(prepared)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-800:]
-    assert f"base: resuming from step {step}" in proc.stderr
+    assert proc.returncode == 2 and "written by 2 ranks and this run has 1" in proc.stderr, proc.stderr[-800:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and state.is_file()  # one line, the checkpoint kept
+
+    out, _ = _torchrun(prepared).communicate(timeout=300)
+    assert f"base: resuming from step {step}" in out, out[-3000:]
     assert (prepared.parent / "run" / "models" / "base" / "model.safetensors").is_file()

@@ -71,7 +71,22 @@ def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpo
     with pytest.raises(UserError, match=r"loss is nan at step 4: training stopped; the last good checkpoint \(step 3\)"):
         train(model, _grouped, _spec(10), tmp_path, on_step=poison)
     state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
-    assert state["step"] == 3  # the checkpoint due after step 5 was never written from NaN weights
+    assert state["step"] == 3
+
+
+def test_a_nan_between_logged_steps_is_named_and_never_checkpointed(tmp_path: Path):
+    """Step 4 goes NaN unlogged (log_every=10); step 5's checkpoint is due: it is refused, naming step 4."""
+    model = _model()
+
+    def poison(step: int, loss: float) -> None:
+        if step == 3:
+            with torch.no_grad():
+                model.model.norm.weight.fill_(float("nan"))
+
+    with pytest.raises(UserError, match=r"not finite from step 4 on \(loss nan at step 5\).*last good checkpoint \(step 3\)"):
+        train(model, _grouped, _spec(10, log_every=10), tmp_path, on_step=poison)
+    state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
+    assert state["step"] == 3  # the checkpoint due after step 5 (at step 6) was never written from NaN weights
 
 
 def _recipe(tmp_path: Path, **train_over: object) -> Path:

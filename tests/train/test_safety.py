@@ -1,0 +1,211 @@
+"""What must never happen in training: a checkpoint of non-finite weights, a wrong step in the
+diverged error, a resume that reports the wrong step, data of another order or world size reused,
+throughput that counts validation time or padding, a signal outside the loop killing the stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from occiforge.context import Context, hms
+from occiforge.errors import Stopped, UserError
+from occiforge.loop import Hooks, LoopSpec, _Meter, train
+from occiforge.recipe import OptimConfig, validate_tree
+from occiforge.train import monitor, stage
+from occiforge.train.trainer import RunClock
+from tests.conftest import tiny_tree
+from tests.train.test_loop import _batches, _model, _rows
+
+
+def _spec(steps: int = 20, **over: object) -> LoopSpec:
+    base = {"steps": steps, "lr": 1e-2, "optim": OptimConfig(warmup_steps=1), "grad_accum": 2, "precision": "fp32",
+            "save_every": 100, "log_every": 10, "fingerprint": "safe"}
+    return LoopSpec(**{**base, **over})  # type: ignore[arg-type]
+
+
+def _poison_after(model: torch.nn.Module, at: int):
+    def on_step(step: int, loss: float) -> None:
+        if step == at:
+            with torch.no_grad():
+                model.model.norm.weight.fill_(float("nan"))
+    return on_step
+
+
+def _all_finite(ckpt: Path) -> bool:
+    tensors = {k: v for f in ckpt.glob("*.safetensors") for k, v in load_file(f).items()}
+    return bool(tensors) and all(torch.isfinite(v).all() for v in tensors.values())
+
+
+def test_an_infinite_gradient_with_a_finite_loss_writes_no_checkpoint(tmp_path: Path):
+    model, now = _model(), {"step": 0}
+    model.model.norm.weight.register_hook(lambda g: g * float("inf") if now["step"] == 5 else g)
+    with pytest.raises(UserError, match=r"gradient norm is inf at step 5: .*last good checkpoint \(step 3\)"):
+        train(model, _batches, _spec(save_every=3), tmp_path, on_step=lambda step, loss: now.update(step=step + 1))
+    state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
+    assert state["step"] == 3 and _all_finite(tmp_path / "latest")  # the step-6 save was refused
+    assert not (tmp_path / "previous").exists()  # and `latest` was not rotated away
+
+
+def test_the_error_names_the_first_bad_step_between_logged_steps(tmp_path: Path):
+    model = _model()
+    with pytest.raises(UserError, match=r"not finite from step 3 on \(loss nan at step 10\)"):
+        train(model, _batches, _spec(), tmp_path, on_step=_poison_after(model, 2))
+
+
+def test_a_stop_after_the_weights_went_nan_writes_nothing_and_fails(tmp_path: Path):
+    model, now = _model(), {"step": 0}
+    poison = _poison_after(model, 2)
+
+    def on_step(step: int, loss: float) -> None:
+        now["step"] = step
+        poison(step, loss)
+
+    hooks = Hooks(should_stop=lambda: now["step"] == 4, stop_reason=lambda: ("stopped by SIGTERM", 0))
+    with pytest.raises(UserError, match=r"from step 3 on .*no checkpoint was written"):
+        train(model, _batches, _spec(), tmp_path, on_step=on_step, hooks=hooks)
+    assert not (tmp_path / "latest").exists()
+
+
+def test_a_stop_right_after_the_weights_went_nan_is_caught_by_the_weights(tmp_path: Path):
+    """The step's loss and gradient were finite; the weights are not (an update that overflowed): no save."""
+    model, now = _model(), {"step": 0}
+    poison = _poison_after(model, 4)
+
+    def on_step(step: int, loss: float) -> None:
+        now["step"] = step
+        poison(step, loss)
+
+    hooks = Hooks(should_stop=lambda: now["step"] == 4, stop_reason=lambda: ("stopped by SIGTERM", 0))
+    with pytest.raises(UserError, match=r"the weights are not finite after step 4"):
+        train(model, _batches, _spec(save_every=3), tmp_path, on_step=on_step, hooks=hooks)
+    assert json.loads((tmp_path / "latest" / "trainer_state.json").read_text())["step"] == 3
+
+
+def test_a_finite_stop_still_writes_its_checkpoint(tmp_path: Path):
+    now = {"step": 0}
+    hooks = Hooks(should_stop=lambda: now["step"] == 4, stop_reason=lambda: ("stopped by SIGTERM", 0))
+    with pytest.raises(Stopped, match="checkpoint at step 5 written"):
+        train(_model(), _batches, _spec(), tmp_path, on_step=lambda s, loss: now.update(step=s), hooks=hooks)
+    assert _all_finite(tmp_path / "latest")
+
+
+def test_the_resume_step_is_the_one_resumed_from_not_the_one_in_latest(tmp_path: Path):
+    def kill_at_7(step: int, loss: float) -> None:
+        if step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_model(), _batches, _spec(10, save_every=3), tmp_path / "ckpt", on_step=kill_at_7)
+    shard = next((tmp_path / "ckpt" / "latest").glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:100])  # latest (step 6) damaged: previous (step 3) is used
+    seen: list[int] = []
+    history = train(_model(), _batches, _spec(10, save_every=3), tmp_path / "ckpt", hooks=Hooks(on_resume=seen.append))
+    assert seen == [3] and [h["step"] for h in history] == [0, 9]  # no step logged twice
+
+    seen.clear()
+    train(_model(), _batches, _spec(10, fingerprint="other"), tmp_path / "ckpt", hooks=Hooks(on_resume=seen.append))
+    assert seen == [0]
+
+
+def test_train_log_drops_records_from_the_actual_resume_step(tmp_path: Path):
+    log = monitor.TrainLog(tmp_path, 0, tensorboard=False)
+    for step in range(7):
+        log({"step": step, "loss": 1.0})
+    resumed = monitor.TrainLog(tmp_path, 6, tensorboard=False)  # what `latest` would have said
+    resumed.start = 3  # what the loop reports after falling back to `previous`
+    resumed({"step": 3, "loss": 1.0})
+    assert [json.loads(x)["step"] for x in (tmp_path / monitor.LOG_FILE).read_text().splitlines()] == [0, 1, 2, 3]
+
+
+def test_run_clock_leaves_out_the_steps_a_resume_skips():
+    clock = RunClock(100)
+    clock.skip(90)  # resumed at step 90: 10 steps to run
+    clock.t0 -= 10.0  # 10 s for the first step after the resume
+    assert clock.tick() == hms(90)
+
+
+def test_throughput_counts_target_tokens_and_leaves_out_paused_time():
+    meter = _Meter(torch.device("cpu"), 1)
+    micros = [_rows(0, 0, 4), _rows(0, 4, 8)]  # masked rows: 39 + 33 targets of 8 x 17 processed tokens
+    meter.count(micros)
+    assert meter.tokens == 72 and meter.processed == 8 * 17
+    with meter.paused():
+        time.sleep(0.5)
+    spec = _spec(flops_per_token=1.0, peak_flops=1.0)
+    out = meter.read(spec, {"grad_norm": 1.0, "sums": [], "counts": []}, 0)
+    assert out["tokens_per_s"] > 72 / 0.25  # the half second paused is not in it
+    assert out["mfu"] == pytest.approx(out["tokens_per_s"] * 136 / 72, rel=0.05)  # MFU: processed tokens
+
+
+def test_validation_has_a_row_when_seq_len_is_above_val_tokens_and_warns_for_a_short_language():
+    said: list[str] = []
+    heldout = {"en": np.tile(np.arange(20, dtype=np.uint16), 10), "de": np.arange(10, dtype=np.uint16)}
+    validate = monitor.validation(heldout, window=17, tokens=16, batch_size=2, warn=said.append)
+    with torch.no_grad():  # as the loop calls it
+        out = validate(_model())
+    assert set(out) == {"en"} and out["en"] > 0
+    assert len(said) == 1 and "de has 10 held-out tokens" in said[0]
+    with torch.no_grad():
+        validate(_model())
+    assert len(said) == 1  # once, not at every validation
+
+
+def _fps(tmp_path: Path, mixture: dict[str, float], **train_over: object) -> str:
+    tree = tiny_tree(tmp_path / "run")
+    tree["train"].update(train_over)
+    tree["models"] = {"base": {"mixture": mixture}}
+    ctx = Context(recipe=validate_tree(tree, "r.yaml"), stages={}, _fps={"tokens": "t"})
+    return stage.model_fingerprints(ctx)["base"]
+
+
+def test_the_model_fingerprint_follows_mixture_order_not_monitoring(tmp_path: Path):
+    fp = _fps(tmp_path, {"en": 1.0, "de": 1.0})
+    assert fp != _fps(tmp_path, {"de": 1.0, "en": 1.0})  # another data order
+    assert fp == _fps(tmp_path, {"en": 1.0, "de": 1.0}, val_every=5, val_tokens=64, tensorboard=False)
+    assert fp != _fps(tmp_path, {"en": 1.0, "de": 1.0}, seq_len=16)  # what changes the weights still counts
+
+
+@pytest.mark.slow
+def test_a_signal_while_the_model_is_built_stops_the_stage_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from occiforge.cli import main
+    from occiforge.train import trainer
+
+    tree = tiny_tree(tmp_path / "run")
+    tree["models"] = {"base": {"mixture": {"en": 1.0}}}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tree, sort_keys=False))
+    assert main(["run", str(recipe), "-q", "--to", "tokens"]) == 0
+    build = trainer._build
+
+    def signalled(*args: object, **kwargs: object):
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends while a large model loads
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_build", signalled)
+    assert main(["train", "-q", "-c", str(recipe)]) == 0
+    models = tmp_path / "run" / "models"
+    assert not (models / "base").exists() and not (models / "manifest.json").exists()
+    assert not (models / ".base.ckpt" / "latest").exists()  # stopped before training, not after a step
+    monkeypatch.setattr(trainer, "_build", build)
+
+    save = trainer._save_final
+
+    def signalled_save(*args: object, **kwargs: object):
+        os.kill(os.getpid(), signal.SIGTERM)  # while the final model folder is written
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_save_final", signalled_save)
+    assert main(["train", "-q", "-c", str(recipe)]) == 0
+    assert (models / "base" / "manifest.json").is_file()  # the model is whole
+    assert not (models / "manifest.json").exists()  # the stage stopped after it, unfinished
+    monkeypatch.setattr(trainer, "_save_final", save)
+    assert main(["train", "-q", "-c", str(recipe)]) == 0 and (models / "manifest.json").is_file()
