@@ -61,15 +61,20 @@ def test_the_error_names_the_first_bad_step_between_logged_steps(tmp_path: Path)
         train(model, _batches, _spec(), tmp_path, on_step=_poison_after(model, 2))
 
 
-def test_a_stop_after_the_weights_went_nan_writes_nothing_and_fails(tmp_path: Path):
-    model, now = _model(), {"step": 0}
-    poison = _poison_after(model, 2)
+def _poisoned_then_stopped(model, after: int, stop_at: int):
+    """(on_step, hooks): the weights turn NaN after step `after`, a SIGTERM arrives at step `stop_at`."""
+    now, poison = {"step": 0}, _poison_after(model, after)
 
     def on_step(step: int, loss: float) -> None:
         now["step"] = step
         poison(step, loss)
 
-    hooks = Hooks(should_stop=lambda: now["step"] == 4, stop_reason=lambda: ("stopped by SIGTERM", 0))
+    return on_step, Hooks(should_stop=lambda: now["step"] == stop_at, stop_reason=lambda: ("stopped by SIGTERM", 0))
+
+
+def test_a_stop_after_the_weights_went_nan_writes_nothing_and_fails(tmp_path: Path):
+    model = _model()
+    on_step, hooks = _poisoned_then_stopped(model, 2, 4)
     with pytest.raises(UserError, match=r"from step 3 on .*no checkpoint was written"):
         train(model, _batches, _spec(), tmp_path, on_step=on_step, hooks=hooks)
     assert not (tmp_path / "latest").exists()
@@ -77,14 +82,8 @@ def test_a_stop_after_the_weights_went_nan_writes_nothing_and_fails(tmp_path: Pa
 
 def test_a_stop_right_after_the_weights_went_nan_is_caught_by_the_weights(tmp_path: Path):
     """The step's loss and gradient were finite; the weights are not (an update that overflowed): no save."""
-    model, now = _model(), {"step": 0}
-    poison = _poison_after(model, 4)
-
-    def on_step(step: int, loss: float) -> None:
-        now["step"] = step
-        poison(step, loss)
-
-    hooks = Hooks(should_stop=lambda: now["step"] == 4, stop_reason=lambda: ("stopped by SIGTERM", 0))
+    model = _model()
+    on_step, hooks = _poisoned_then_stopped(model, 4, 4)
     with pytest.raises(UserError, match=r"the weights are not finite after step 4"):
         train(model, _batches, _spec(save_every=3), tmp_path, on_step=on_step, hooks=hooks)
     assert json.loads((tmp_path / "latest" / "trainer_state.json").read_text())["step"] == 3
