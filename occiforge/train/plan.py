@@ -12,9 +12,11 @@ h_kv = kv heads x head_dim, I = MLP width, L = layers, V = vocabulary, H = heads
 4 in fp32; r = the residual stream's width: 2 under FSDP2 with bf16 params (world > 1), else 4, as
 fp32 params keep the residual stream and the final norm's output in fp32 under autocast):
 
-- loading: every rank builds or loads the whole model in fp32 and moves it to its GPU before
-  `fully_shard` (trainer `_build`), 4 bytes/param on each GPU (and one fp32 copy per local rank in
-  host RAM). The per-GPU figure is the larger of this and the training peak below;
+- loading: every rank builds or loads the whole model in fp32 in host RAM (one copy per local rank);
+  on one GPU it moves to the GPU whole (4 bytes/param); under FSDP2 `fully_shard` moves one unit at
+  a time (a decoder layer, then the root: embeddings, head, final norm) and shards it, so the GPU
+  holds the shards so far and one unit unsharded: 4·(N/gpus + the largest unit). The per-GPU figure
+  is the larger of this and the training peak below;
 - states: fp32 master weights, gradients and AdamW's two moments, 16 bytes/param, sharded over
   the N GPUs (FSDP2 `fully_shard` per decoder layer and the root);
 - FSDP2 working set (N > 1): two decoder layers gathered in the compute dtype (current and
@@ -279,8 +281,16 @@ def estimate(r: Recipe, gpus: int, gpu_type: str, mfu: float) -> list[Estimate]:
         flops = _token_flops(shape, cfg.seq_len) * tokens  # flops_per_token without building the model again
         mem = memory(shape, r, gpus)
         out.append(Estimate(pm.name, pm.key, steps, tokens, shape, flops, flops / (peak * mfu) / 3600, mem,
-                            total(mem, cfg.activation_checkpointing), load=4.0 * shape.params))
+                            total(mem, cfg.activation_checkpointing), load=load_bytes(shape, gpus)))
     return out
+
+
+def load_bytes(shape: Shape, gpus: int) -> float:
+    """Bytes per GPU while the model is put on the GPUs (trainer `_build`, FSDP2 `fully_shard`)."""
+    if gpus == 1:
+        return 4.0 * shape.params
+    root = shape.params - shape.layers * shape.layer  # embeddings, head, final norm: the last unit sharded
+    return 4.0 * (shape.params / gpus + max(shape.layer, root))
 
 
 def _num(x: float) -> str:
@@ -319,8 +329,8 @@ def _memory_lines(e: Estimate, checkpointing: bool) -> list[str]:
     m = e.memory
     suffix = "_ckpt" if checkpointing else ""
     scores = f" + eager attention scores {_gib(m['scores' + suffix])}" if m["scores"] else ""
-    peak = (f"  memory per GPU: {_gib(e.peak)}, the larger of loading {_gib(e.load)} (each rank holds the whole fp32 "
-            f"model before FSDP2 shards it; host RAM: as much per local rank) and training {_gib(e.total)}")
+    peak = (f"  memory per GPU: {_gib(e.peak)}, the larger of loading {_gib(e.load)} and training {_gib(e.total)}; "
+            f"host RAM while loading: {_gib(4.0 * e.shape.params)} (the fp32 model) per local rank")
     parts = (f"  training: states {_gib(m['states'])} + FSDP working set {_gib(m['fsdp_working'])} "
              f"+ activations {_gib(m['activations' + suffix])}{scores} + loss {_gib(m['loss'])}  "
              f"(activations without checkpointing {_gib(m['activations'] + m['scores'])}, "
@@ -333,9 +343,9 @@ def check_fits(rows: list[Estimate], gpus: int, gpu_type: str, r: Recipe) -> Non
     where = f"the {_gib(usable)} usable on a {gpu_type}"
     for e in rows:
         if e.load > usable:
-            raise UserError(f"models.{e.key} ({e.name}): loading needs about {_gib(e.load)} per GPU (every rank puts the "
-                            f"whole fp32 model on its GPU before FSDP2 shards it), more than {where}; more GPUs do not "
-                            "help: use a GPU with more memory or a smaller model")
+            raise UserError(f"models.{e.key} ({e.name}): loading needs about {_gib(e.load)} per GPU (the fp32 model "
+                            f"{'whole' if gpus == 1 else 'sharded, plus its largest unit unsharded'}), more than {where}; "
+                            f"{'train on more GPUs (FSDP2 shards it)' if gpus == 1 else 'use a GPU with more memory or a smaller model'}")
         if e.total > usable:
             raise UserError(f"models.{e.key} ({e.name}): needs about {_gib(e.total)} per GPU, more than {where} with "
                             f"{gpus} GPU(s); {_remedies(r)}")

@@ -178,7 +178,10 @@ def _build(ctx: Context, pm: PlannedModel, s: Setup) -> tuple[torch.nn.Module, A
         tok = sft.chat_tokenizer(s.conv_dir, pm)
         sft.add_chat_rows(model, s.tok, tok)
         sft.set_chat_generation(model, tok)
-    model = model.to(dist.device)
+    if dist.world_size == 1:
+        model = model.to(dist.device)
+    # else fully_shard moves each unit (a decoder layer, then the rest) to the GPU as it shards it: the
+    # GPU never holds more than the shards and one unit unsharded, not the whole fp32 model
     model.config.use_cache = False  # a KV cache is useless in training and makes compile recompile per layer
     return parallelize(model, r.train, dist), tok
 
