@@ -46,14 +46,19 @@ def end_of_turn_id(tok: Any) -> int:
     """The token that ends an assistant turn, read from the template: the first token it renders after
     an answer's text (`<|im_end|>` for ChatML, `<end_of_turn>`, `<|eot_id|>`...) where that is a
     special token, else EOS."""
-    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\x00"}]  # the answer: a sentinel
     try:
         text = tok.apply_chat_template(probe, tokenize=False)
+        after = text[text.rindex("\x00") + 1:].lstrip()
     except Exception:  # noqa: BLE001 - a template that cannot render the probe ends turns at EOS
-        return int(tok.eos_token_id)
-    after = text[text.rindex("a") + 1:].lstrip()
+        after = ""
     ids = tok(after, add_special_tokens=False)["input_ids"] if after else []
-    return int(ids[0]) if ids and ids[0] in set(tok.all_special_ids) else int(tok.eos_token_id)
+    if ids and ids[0] in set(tok.all_special_ids):
+        return int(ids[0])
+    if tok.eos_token_id is None:
+        raise UserError("the tokenizer has no EOS token and its chat template ends a turn with no special token: "
+                        "nothing would stop an answer")
+    return int(tok.eos_token_id)
 
 
 def stop_ids(tok: Any, model: Any) -> list[int]:

@@ -19,23 +19,31 @@ def shard_paths(data_dir: Path, lang: str, split: str) -> list[Path]:
 
 
 def iter_jsonl_at(path: Path) -> Iterator[tuple[str, Any]]:
-    """("file:line", record) per non-blank line of a JSONL file, plain or gzipped; an unreadable file
-    or a line that is not JSON is a UserError naming them."""
+    """("file:line", record) per non-blank line of a JSONL file, plain or gzipped; an unreadable file,
+    a line that is not UTF-8 or not JSON is a UserError naming them."""
     from occiforge.errors import UserError
 
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        fh = opener(path, "rt", encoding="utf-8")
+        fh = opener(path, "rb")  # bytes: each line decoded on its own, so a bad byte names its line
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    n = 0
     with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{n}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+        try:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                    if not line.strip():
+                        continue
+                    rec = json.loads(line)
+                except UnicodeDecodeError as e:
+                    raise UserError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+                yield f"{path}:{n}", rec
+        except (OSError, EOFError) as e:  # a cut-off or broken gzip
+            raise UserError(f"{path}: cannot read after line {n} ({str(e).splitlines()[0][:120]})") from None
 
 
 def iter_jsonl(path: Path) -> Iterator[Any]:

@@ -67,14 +67,14 @@ def lr_at(step: int, spec: LoopSpec) -> float:
     warmup = min(o.warmup_steps, max(spec.steps - 1, 0))
     if step < warmup:
         return spec.lr * (step + 1) / warmup
-    if o.schedule == "constant":
+    span = spec.steps - 1 - warmup  # from the first step after warm-up (at lr) to the last (at the floor)
+    if o.schedule == "constant" or span <= 0:  # span 0: one step after warm-up, no room to decay: train at lr
         return spec.lr
     if o.schedule == "wsd":
         decay = min(max(1, round(o.decay_fraction * spec.steps)), max(spec.steps - warmup, 1))
         into = step - (spec.steps - decay) + 1  # 1..decay over the decay phase: the last step is at the floor
         return spec.lr if into <= 0 else spec.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * (1 - into / decay))
-    span = spec.steps - 1 - warmup  # from the first step after warm-up (at lr) to the last (at the floor)
-    progress = 1.0 if span <= 0 else min((step - warmup) / span, 1.0)
+    progress = min((step - warmup) / span, 1.0)
     decay = 0.5 * (1 + math.cos(math.pi * progress)) if o.schedule == "cosine" else 1 - progress
     return spec.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * decay)
 
@@ -93,12 +93,16 @@ def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
             log: Callable[[str], None]) -> tuple[int, list[dict[str, Any]]]:
     state = checkpoint.usable(ckpt_dir, log, rank)
     if state is None or state.get("fingerprint") != spec.fingerprint:
+        aside = ckpt_dir.with_name(ckpt_dir.name + ".stale")  # one kept: days of training are not deleted unasked
         if state is not None:
             log(f"checkpoint {ckpt_dir / checkpoint.LATEST} (step {state.get('step')}) is from another configuration: "
-                "discarded, training starts over")
-        barrier()  # every rank reads the old state before rank 0 removes it
-        if rank == 0:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)  # stale: from another configuration
+                f"set aside as {aside} (delete it to free the space), training starts over")
+        barrier()  # every rank reads the old state before rank 0 moves it
+        if rank == 0 and state is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+            ckpt_dir.rename(aside)
+        elif rank == 0:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)  # nothing usable in it
         return 0, []
     # a row's position in the plan depends on the number of ranks: another count would re-read or skip rows
     if state.get("world_size", world) != world:
@@ -161,7 +165,7 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
         meter.count(micros)
         read = None
         if logged or saving:
-            read = _checked_read(total, norm, by_group, first_bad, world, step, ckpt_dir)  # the step's only host<->device sync
+            read = _checked_read(total, norm, by_group, first_bad, world, step, ckpt_dir)  # one sync (a save adds the weights' check)
         if logged:
             loss, values = read  # type: ignore[misc]
             last = loss
@@ -184,6 +188,8 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
             reason, code = hooks.stop_reason()
             raise Stopped(f"{reason}: checkpoint at step {step + 1} written to {ckpt_dir / checkpoint.LATEST}; "
                           "run the same command again to resume", code)
+    if start < spec.steps:  # the last update came after the last read: the model handed on must be finite too
+        _check_weights(model, world, spec.steps - 1, ckpt_dir)
     return history
 
 

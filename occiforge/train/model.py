@@ -92,10 +92,13 @@ def preflight_vocab(inits: list[str], tok: Any, known: set[str], extension: Reco
         if len(tok) > rows:
             raise UserError(f"init {init!r}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
         own = _own_tokenizer(init) if is_local_spec(init) else None  # a hub id's tokenizer is not fetched here
-        if own is not None and own.get_vocab() != {t: i for t, i in tok.get_vocab().items() if i < len(own)}:
-            differ = len(set(own.get_vocab().items()) - set(tok.get_vocab().items()))
-            raise UserError(f"init {init!r}: the run's tokenizer is not the model's own ({differ} of its {len(own)} ids "
-                            "are other tokens); set tokenizer.pretrained to the model's folder")
+        if own is not None:  # the ids both have must mean the same tokens (either may have more)
+            shared = min(len(own), len(tok))
+            mine = {i: t for t, i in own.get_vocab().items() if i < shared}
+            differ = sum(1 for t, i in tok.get_vocab().items() if i < shared and mine.get(i) != t)
+            if differ:
+                raise UserError(f"init {init!r}: the run's tokenizer is not the model's own ({differ} of the {shared} ids "
+                                "both have are other tokens); set tokenizer.pretrained to the model's folder")
 
 
 def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models_dir: Path, known: set[str],

@@ -186,6 +186,14 @@ def _build(ctx: Context, pm: PlannedModel, s: Setup) -> tuple[torch.nn.Module, A
     return parallelize(model, r.train, dist), tok
 
 
+def _flops(model: torch.nn.Module, seq_len: int) -> float | None:
+    """FLOPs per token for MFU, or None (no MFU) for a model `plan` cannot read (another layout, remote code)."""
+    try:
+        return flops_per_token(model.config, seq_len)
+    except (UserError, ValueError, AttributeError):
+        return None
+
+
 def _hooks(ctx: Context, s: Setup, ckpt_dir: Path, stop: monitor.GracefulStop,
            on_resume: Callable[[int], None]) -> tuple[Hooks, monitor.TrainLog]:
     """The loop's hooks; the log learns its resume step from the loop (`on_resume`), once the loop has
@@ -253,7 +261,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     model, tok = _build(ctx, pm, s)
     spec = LoopSpec(steps=steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
                     save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp, groups=tuple(rows.langs),
-                    flops_per_token=flops_per_token(model.config, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device, cfg.precision),
+                    flops_per_token=_flops(model, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device, cfg.precision),
                     val_every=cfg.val_every, chunked_loss=cfg.chunked_loss)
     clock = clock or RunClock(steps)
     if stop_requested(stop, dist):  # the signal came while the model was built: nothing of it is written yet

@@ -184,7 +184,7 @@ CASES: list[tuple[str, Setup, str]] = [
     ("eval-mc-answer-out-of-range", with_files({"mc/en.jsonl": '{"question": "Q?", "choices": ["a", "b"], "answer": 5}\n'},
                                                lambda tmp, run: ["eval", "--model", str(run / "models" / "base"), "--mc", str(tmp / "mc")]),
      "answer index 5 is out of range"),
-    ("init-tokenizer-differs", lambda tmp, run: _init_with_another_tokenizer(tmp, run), "the run's tokenizer is not the model's own (2 of its"),
+    ("init-tokenizer-differs", lambda tmp, run: _init_with_another_tokenizer(tmp, run), "the run's tokenizer is not the model's own (2 of the"),
     # -- instruction tuning and chat ---------------------------------------------------------------
     ("sft-weights-differ-within-a-language",
      run_with(_model(chat={"kind": "sft", "init": "base", "data": [{"path": "builtin:demo", "languages": ["de"]},

@@ -52,12 +52,20 @@ def test_schedule_warms_up_then_decays():
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
-@pytest.mark.parametrize("steps, warmup", [(100, 10), (7, 2), (2, 1), (1, 0)])
+@pytest.mark.parametrize("steps, warmup", [(100, 10), (7, 2), (3, 1)])
 def test_every_decaying_schedule_ends_exactly_at_its_floor(schedule: str, steps: int, warmup: int):
     spec = _with(steps, optim=OptimConfig(warmup_steps=warmup, schedule=schedule, min_lr_ratio=0.1))
     lrs = [lr_at(s, spec) for s in range(steps)]
     assert lrs[-1] == 1e-2 * 0.1  # exactly the floor
     assert min(lrs) == pytest.approx(1e-3, rel=1e-9) and max(lrs) <= 1e-2 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
+@pytest.mark.parametrize("steps, warmup", [(1, 0), (2, 1)])
+def test_a_run_without_room_to_decay_trains_its_last_step_at_lr(schedule: str, steps: int, warmup: int):
+    """Even with min_lr_ratio 0 a one-step model (or warm-up and one step) is trained, not left unchanged."""
+    spec = _with(steps, optim=OptimConfig(warmup_steps=warmup, schedule=schedule, min_lr_ratio=0.0))
+    assert lr_at(steps - 1, spec) == 1e-2
 
 
 def test_sampler_is_a_function_of_step_and_follows_mixture():
@@ -102,7 +110,8 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path: Path):
     messages: list[str] = []
     train(_model(), _batches, other, tmp_path, log=messages.append)
     assert len(messages) == 1 and "from another configuration" in messages[0] and "(step 3)" in messages[0]
-    assert "resuming" not in messages[0]
+    assert "resuming" not in messages[0] and "set aside as" in messages[0]
+    assert (tmp_path.with_name(tmp_path.name + ".stale") / "latest" / "trainer_state.json").is_file()  # kept, not deleted
 
 
 def test_resuming_on_another_number_of_ranks_is_refused(tmp_path: Path):

@@ -208,3 +208,10 @@ def test_a_signal_while_the_model_is_built_stops_the_stage_cleanly(tmp_path: Pat
     assert not (models / "manifest.json").exists()  # the stage stopped after it, unfinished
     monkeypatch.setattr(trainer, "_save_final", save)
     assert main(["train", "-q", "-c", str(recipe)]) == 0 and (models / "manifest.json").is_file()
+
+
+def test_weights_gone_bad_in_the_last_update_are_not_handed_on(tmp_path: Path):
+    """The last step's loss and gradient were read finite before its update; the update broke the weights."""
+    model = _model()
+    with pytest.raises(UserError, match=r"the weights are not finite after step 5"):
+        train(model, _batches, _spec(6, log_every=1), tmp_path, on_step=_poison_after(model, 5))

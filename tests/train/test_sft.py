@@ -224,3 +224,38 @@ def test_a_dataset_without_a_language_column_is_one_language_only(tmp_path: Path
         list(iter_records(f"hf:{folder}", "de", "train", "lang", single=False))
     with pytest.raises(UserError, match="cannot load"):
         list(iter_records(f"hf:{tmp_path / 'missing'}", "de", "train", "lang"))
+
+
+def test_unreadable_bytes_are_one_line_naming_the_file(tmp_path: Path):
+    import gzip
+
+    from occiforge.io import iter_jsonl_at
+
+    latin = tmp_path / "de.jsonl"
+    latin.write_bytes('{"text": "ok"}\n{"text": "Gr\u00fc\u00dfe"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"de.jsonl:2: not UTF-8"):
+        list(iter_jsonl_at(latin))
+    cut = tmp_path / "cut.jsonl.gz"
+    whole = gzip.compress("".join(f'{{"text": "line {i * 7919 % 10007}"}}\n' for i in range(2000)).encode())
+    cut.write_bytes(whole[: len(whole) // 2])  # a download cut off half-way
+    with pytest.raises(UserError, match=r"cut.jsonl.gz: cannot read after line \d+"):
+        list(iter_jsonl_at(cut))
+
+
+def test_an_init_whose_tokenizer_extends_the_runs_is_accepted(tokenizers, tmp_path: Path):
+    from occiforge.train.model import preflight_vocab
+
+    base, chat = tokenizers
+    folder = tmp_path / "instruct"  # an instruct model (base + ChatML) started from with the base tokenizer
+    _model(len(chat)).save_pretrained(folder)
+    chat.save_pretrained(folder)
+    preflight_vocab([str(folder)], base, set(), None)
+
+
+def test_a_tokenizer_without_eos_whose_turns_end_plainly_is_refused(tokenizers):
+    base, _ = tokenizers
+    plain = copy.deepcopy(base)
+    plain.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+    plain.eos_token = None
+    with pytest.raises(UserError, match="no EOS token"):
+        end_of_turn_id(plain)
