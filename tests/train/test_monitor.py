@@ -60,16 +60,19 @@ def test_validation_runs_every_n_steps_and_at_the_end(tmp_path: Path):
     assert history[1]["val_loss"] == {"en": 1.5}
 
 
-def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path):
-    model = _model()
-
+def _nan_after(model: torch.nn.Module, at: int):
+    """An on_step that turns the weights NaN after step `at`."""
     def poison(step: int, loss: float) -> None:
-        if step == 3:
+        if step == at:
             with torch.no_grad():
                 model.model.norm.weight.fill_(float("nan"))
+    return poison
 
+
+def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path):
+    model = _model()
     with pytest.raises(UserError, match=r"loss is nan at step 4: training stopped; the last good checkpoint \(step 3\)"):
-        train(model, _grouped, _spec(10), tmp_path, on_step=poison)
+        train(model, _grouped, _spec(10), tmp_path, on_step=_nan_after(model, 3))
     state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
     assert state["step"] == 3
 
@@ -77,14 +80,8 @@ def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpo
 def test_a_nan_between_logged_steps_is_named_and_never_checkpointed(tmp_path: Path):
     """Step 4 goes NaN unlogged (log_every=10); step 5's checkpoint is due: it is refused, naming step 4."""
     model = _model()
-
-    def poison(step: int, loss: float) -> None:
-        if step == 3:
-            with torch.no_grad():
-                model.model.norm.weight.fill_(float("nan"))
-
     with pytest.raises(UserError, match=r"not finite from step 4 on \(loss nan at step 5\).*last good checkpoint \(step 3\)"):
-        train(model, _grouped, _spec(10, log_every=10), tmp_path, on_step=poison)
+        train(model, _grouped, _spec(10, log_every=10), tmp_path, on_step=_nan_after(model, 3))
     state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
     assert state["step"] == 3  # the checkpoint due after step 5 (at step 6) was never written from NaN weights
 
