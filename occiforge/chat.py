@@ -46,10 +46,8 @@ def end_of_turn_id(tok: Any) -> int:
     """The token that ends an assistant turn, read from the template: the first token it renders after
     an answer's text (`<|im_end|>` for ChatML, `<end_of_turn>`, `<|eot_id|>`...) where that is a
     special token, else EOS."""
-    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\x00"}]  # the answer: a sentinel
     try:
-        text = tok.apply_chat_template(probe, tokenize=False)
-        after = text[text.rindex("\x00") + 1:].lstrip()
+        after = _around_answer(tok, [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}])[1].lstrip()
     except Exception:  # noqa: BLE001 - a template that cannot render the probe ends turns at EOS
         after = ""
     ids = tok(after, add_special_tokens=False)["input_ids"] if after else []
@@ -61,11 +59,21 @@ def end_of_turn_id(tok: Any) -> int:
     return int(tok.eos_token_id)
 
 
+def _around_answer(tok: Any, messages: Messages) -> tuple[str, str]:
+    """The rendered conversation before and after the text of its last message (found through a
+    sentinel in its place, so any template that copies the text verbatim works)."""
+    text = tok.apply_chat_template([*messages[:-1], {**messages[-1], "content": "\x00"}], tokenize=False)
+    at = text.rindex("\x00")
+    return text[:at], text[at + 1:]
+
+
 def stop_ids(tok: Any, model: Any) -> list[int]:
     """Every id that ends an answer: the end of turn, EOS, and what the model's generation config lists."""
     known = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    known = [known] if isinstance(known, int) else list(known or [])
-    return sorted({end_of_turn_id(tok), *( [tok.eos_token_id] if tok.eos_token_id is not None else []), *known})
+    ids = {end_of_turn_id(tok), *([known] if isinstance(known, int) else known or [])}
+    if tok.eos_token_id is not None:
+        ids.add(tok.eos_token_id)
+    return sorted(ids)
 
 
 def check_messages(messages: Any, where: str) -> Messages:
@@ -94,12 +102,9 @@ def iter_records(path: str, lang: str, split: str, lang_key: str, single: bool =
     """(where, record) of one language from a source: builtin:demo, a folder of <lang>.jsonl, or hf:<id>.
     A dataset without a `lang_key` column is all `lang`, which only a `single`-language source may say."""
     if path.startswith("hf:"):
-        import datasets
+        from occiforge.io import load_hf_dataset
 
-        try:
-            ds = datasets.load_dataset(path[3:], split=split)
-        except Exception as e:  # noqa: BLE001 - any hub/cache failure is a one-line "cannot load"
-            raise UserError(f"{path} ({split}): cannot load: {str(e).splitlines()[0][:200]}") from None
+        ds = load_hf_dataset(path[3:], split)
         if lang_key not in (ds.column_names or []) and not single:
             raise UserError(f"{path}: no {lang_key!r} column to tell its languages apart; give lang_key, or one language per source")
         for i, rec in enumerate(ds):
@@ -134,7 +139,7 @@ def encode(tok: Any, messages: Messages, where: str) -> tuple[list[int], list[bo
         if i:
             start = len(tok.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True))
         else:  # the conversation opens with the answer: its header is still a prompt (HF renders no empty one)
-            start = tok.apply_chat_template([{**m, "content": "\x00"}], tokenize=False).index("\x00")
+            start = len(_around_answer(tok, [m])[0])
         turn = tok.apply_chat_template(messages[: i + 1], tokenize=False)
         if not full.startswith(turn):
             raise UserError(f"{where}: the chat template does not render a conversation turn by turn")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,19 @@ def is_initialized() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def any_rank(flag: Any, device: Any = "cpu") -> bool:
+    """Whether `flag` (a bool or a 0/1 tensor) holds on any rank: every rank gets the same answer, so
+    one rank seeing it first cannot leave the others waiting in a collective. One sync."""
+    if not is_initialized():
+        return bool(flag)
+    import torch
+    import torch.distributed as dist
+
+    t = flag.reshape(1).to(device=device, dtype=torch.int32) if torch.is_tensor(flag) else torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def barrier() -> None:

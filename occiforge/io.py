@@ -46,6 +46,22 @@ def iter_jsonl_at(path: Path) -> Iterator[tuple[str, Any]]:
             raise UserError(f"{path}: cannot read after line {n} ({str(e).splitlines()[0][:120]})") from None
 
 
+def load_hf_dataset(name: str, split: str, config: str | None = None) -> Any:
+    """One split of a HF dataset (downloaded, or read from the HF cache); a one-line UserError if the
+    `datasets` package is missing or the dataset cannot be had."""
+    from occiforge.errors import UserError
+
+    try:
+        import datasets  # heavy: only where a hub dataset is used
+    except ImportError:
+        raise UserError(f"hf:{name} needs the datasets package (pip install datasets)") from None
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # noqa: BLE001 - any hub/cache failure is a one-line "cannot load"
+        where = f"{config}, {split}" if config else split
+        raise UserError(f"hf:{name} ({where}): cannot load: {str(e).splitlines()[0][:200]}") from None
+
+
 def iter_jsonl(path: Path) -> Iterator[Any]:
     """Records of a JSONL file, plain or gzipped."""
     return (rec for _, rec in iter_jsonl_at(path))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from occiforge import checkpoint, lossfn
-from occiforge.dist import barrier
+from occiforge.dist import any_rank, barrier
 from occiforge.errors import Stopped, UserError
 from occiforge.recipe import OptimConfig
 
@@ -224,10 +224,8 @@ def _checked_read(total: torch.Tensor, norm: torch.Tensor, stats: torch.Tensor, 
 
 def _check_weights(model: torch.nn.Module, world: int, step: int, ckpt_dir: Path) -> None:
     """Refuse to checkpoint non-finite weights (e.g. an overflowing update after a finite gradient): one sync, on saves only."""
-    ok = torch.stack([torch.isfinite(_local(p.detach())).all() for p in model.parameters()]).all().to(torch.int32)
-    if world > 1:
-        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-    if not int(ok.item()):
+    ok = torch.stack([torch.isfinite(_local(p.detach())).all() for p in model.parameters()]).all()
+    if any_rank(~ok, ok.device):
         raise _diverged(step, step, math.nan, math.nan, ckpt_dir, weights=True)
 
 
@@ -249,13 +247,9 @@ def _stop_now(hooks: Hooks, world: int, logged: bool, device: torch.device) -> b
     write the same checkpoint (one rank seeing the signal first must not leave the others waiting)."""
     if hooks.should_stop is None:
         return False
-    if world == 1:
-        return hooks.should_stop()
-    if not logged:
+    if world > 1 and not logged:
         return False
-    flag = torch.tensor([int(hooks.should_stop())], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+    return any_rank(hooks.should_stop(), device)
 
 
 def _validate(model: torch.nn.Module, validate: Callable[[torch.nn.Module], dict[str, float]]) -> dict[str, float]:

@@ -17,6 +17,7 @@ from typing import Any
 from occiforge import languages
 from occiforge.errors import UserError
 from occiforge.eval.items import Item, parse_item
+from occiforge.io import load_hf_dataset
 
 Record = dict[str, Any]
 # Okapi (machine-translated ARC/HellaSwag/MMLU/TruthfulQA) languages among the 24, plus English
@@ -127,15 +128,7 @@ def adapt_rows(spec: HubSpec, rows: list[Record], lang: str, where: str) -> list
 
 def load_split(spec: HubSpec, lang: str, split: str, dataset: str | None = None) -> list[Item]:
     """One language's split of a hub task, as items (downloads, or reads the HF cache)."""
-    try:
-        import datasets  # heavy, and only needed for hub tasks
-    except ImportError:
-        raise UserError(f"hub task data ({spec.dataset}) needs the datasets package (pip install datasets)") from None
-
     dataset = dataset or spec.dataset
     config = spec.config(lang)
-    try:
-        rows = list(datasets.load_dataset(dataset, config, split=split))
-    except Exception as e:  # noqa: BLE001 - any hub/cache failure is a one-line "cannot load"
-        raise UserError(f"hf:{dataset} ({config}, {split}): cannot load: {str(e).splitlines()[0][:200]}") from None
+    rows = list(load_hf_dataset(dataset, split, config))
     return adapt_rows(spec, rows, lang, f"hf:{dataset}/{config}/{split}")

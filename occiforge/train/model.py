@@ -52,6 +52,13 @@ def _own_tokenizer(path: str | Path) -> Any | None:
         return None
 
 
+def _differing_ids(a: Any, b: Any) -> int:
+    """How many of the ids both tokenizers have stand for different tokens in them."""
+    shared = min(len(a), len(b))
+    tokens = {i: t for t, i in a.get_vocab().items() if i < shared}
+    return sum(1 for t, i in b.get_vocab().items() if i < shared and tokens.get(i) != t)
+
+
 def extension_of(path: str | Path, tok: Any, where: str, record: Record | None) -> Record | None:
     """`record` when `tok` extends the tokenizer saved with the model at `path`.
 
@@ -62,7 +69,7 @@ def extension_of(path: str | Path, tok: Any, where: str, record: Record | None) 
     if record is None or own is None or own.get_vocab() == tok.get_vocab():
         return None
     base = int(record["base_vocab_size"])
-    if len(own) != base or {t: i for t, i in tok.get_vocab().items() if i < base} != own.get_vocab():
+    if len(own) != base or _differing_ids(own, tok):
         raise UserError(f"{where}: tokenizer.extend extended a different tokenizer than this model's ({len(own)} tokens, "
                         f"first {base} ids must match); set tokenizer.pretrained to the model's folder")
     return record
@@ -92,13 +99,9 @@ def preflight_vocab(inits: list[str], tok: Any, known: set[str], extension: Reco
         if len(tok) > rows:
             raise UserError(f"init {init!r}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
         own = _own_tokenizer(init) if is_local_spec(init) else None  # a hub id's tokenizer is not fetched here
-        if own is not None:  # the ids both have must mean the same tokens (either may have more)
-            shared = min(len(own), len(tok))
-            mine = {i: t for t, i in own.get_vocab().items() if i < shared}
-            differ = sum(1 for t, i in tok.get_vocab().items() if i < shared and mine.get(i) != t)
-            if differ:
-                raise UserError(f"init {init!r}: the run's tokenizer is not the model's own ({differ} of the {shared} ids "
-                                "both have are other tokens); set tokenizer.pretrained to the model's folder")
+        if own is not None and (differ := _differing_ids(own, tok)):  # either may have more ids
+            raise UserError(f"init {init!r}: the run's tokenizer is not the model's own ({differ} of the "
+                            f"{min(len(own), len(tok))} ids both have are other tokens); set tokenizer.pretrained to the model's folder")
 
 
 def build_model(init: str, arch: ArchitectureConfig, tok: Any, seed: int, models_dir: Path, known: set[str],

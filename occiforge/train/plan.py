@@ -104,7 +104,7 @@ class Estimate:
     gpu_hours: float
     memory: dict[str, float]  # bytes per GPU, by part
     total: float  # training bytes per GPU with the recipe's activation checkpointing setting
-    load: float = 0.0  # bytes per GPU while loading: the whole fp32 model, before sharding
+    load: float = 0.0  # bytes per GPU while the model is placed on the GPUs (`load_bytes`)
 
     @property
     def peak(self) -> float:
@@ -169,8 +169,7 @@ def flops_per_token(config: Any, seq_len: int) -> float:
     6·(weights of the decoder layers and final norm + V·h of the output head, tied to the input
     embedding or not; the input embedding is a lookup and is left out) + 12·Σ_layers h_q·S, where
     h_q = heads·head_dim and S = min(T, sliding window) for a windowed layer, T otherwise. No causal
-    halving: S is the full span, the convention of benchmarks/gpu_train.py's MFU (12·L·d·T), so an
-    MFU measured there applies here. (gpu_train.py itself still counts the input embedding in 6·N.)
+    halving: S is the full span. benchmarks/gpu_train.py and the trainer's MFU use this function.
     """
     return _token_flops(shape_of(config), seq_len)
 
@@ -261,7 +260,7 @@ def total(mem: dict[str, float], checkpointing: bool) -> float:
     """Training bytes per GPU in all: states, FSDP working set, loss, activations and eager scores."""
     suffix = "_ckpt" if checkpointing else ""
     return (mem["states"] + mem["fsdp_working"] + mem["loss"] + mem["activations" + suffix]
-            + mem.get("scores" + suffix, 0.0))
+            + mem["scores" + suffix])
 
 
 def estimate(r: Recipe, gpus: int, gpu_type: str, mfu: float) -> list[Estimate]:

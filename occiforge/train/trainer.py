@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM
 
 from occiforge import artifacts, checkpoint
 from occiforge.context import Context, hms
-from occiforge.dist import DistInfo, barrier
+from occiforge.dist import DistInfo, any_rank, barrier
 from occiforge.errors import Stopped, UserError
 from occiforge.io import open_token_docs
 from occiforge.lm import load_config, load_tokenizer, read_extension
@@ -112,13 +112,13 @@ def warn_repeats(ctx: Context, pm: PlannedModel, usage: dict[str, dict[str, floa
     """Say what the plan does to the data that the user may not expect: heavy repetition, and
     conversations left out for being longer than a row."""
     for lang, u in usage.items():
-        if u["epochs"] > REPEAT_LIMIT and ctx.dist.is_main:
-            ctx.console.print(f"occiforge: warning: {pm.name} repeats {lang} {u['epochs']:.1f} times ({u['tokens']:,} tokens "
-                              f"from {u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
-                              "(Muennighoff et al. 2023)", highlight=False, soft_wrap=True)
-        if u.get("left_out_too_long") and ctx.dist.is_main:
-            ctx.console.print(f"occiforge: warning: {pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than "
-                              "a row (train.seq_len + 1 tokens); raise seq_len to keep them", highlight=False, soft_wrap=True)
+        if u["epochs"] > REPEAT_LIMIT:
+            _warn(ctx, f"{pm.name} repeats {lang} {u['epochs']:.1f} times ({u['tokens']:,} tokens from "
+                       f"{u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
+                       "(Muennighoff et al. 2023)")
+        if u.get("left_out_too_long"):
+            _warn(ctx, f"{pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than a row "
+                       "(train.seq_len + 1 tokens); raise seq_len to keep them")
 
 
 def _progress(ctx: Context) -> Progress:
@@ -222,12 +222,7 @@ def _warn(ctx: Context, msg: str) -> None:
 def stop_requested(stop: monitor.GracefulStop, dist: DistInfo) -> bool:
     """Whether a signal asked the stage to stop, agreed by every rank (one seeing it first must not leave
     the others waiting in a collective)."""
-    flag = stop.should_stop()
-    if dist.world_size > 1:
-        t = torch.tensor([int(flag)], device=dist.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        flag = bool(t.item())
-    return flag
+    return any_rank(stop.should_stop(), dist.device)
 
 
 def _keep_logs(ckpt_dir: Path, then: Callable[[Path], None] | None) -> Callable[[Path], None]:

@@ -19,6 +19,7 @@ from occiforge.loop import Hooks, LoopSpec, train
 from occiforge.recipe import OptimConfig
 from tests.conftest import REPO, tiny_tree, wait_for_lines
 from tests.train.test_loop import _masked_rows, _model
+from tests.train.test_safety import _poison_after
 
 
 def _spec(steps: int, **over: object) -> LoopSpec:
@@ -60,19 +61,10 @@ def test_validation_runs_every_n_steps_and_at_the_end(tmp_path: Path):
     assert history[1]["val_loss"] == {"en": 1.5}
 
 
-def _nan_after(model: torch.nn.Module, at: int):
-    """An on_step that turns the weights NaN after step `at`."""
-    def poison(step: int, loss: float) -> None:
-        if step == at:
-            with torch.no_grad():
-                model.model.norm.weight.fill_(float("nan"))
-    return poison
-
-
 def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path):
     model = _model()
     with pytest.raises(UserError, match=r"loss is nan at step 4: training stopped; the last good checkpoint \(step 3\)"):
-        train(model, _grouped, _spec(10), tmp_path, on_step=_nan_after(model, 3))
+        train(model, _grouped, _spec(10), tmp_path, on_step=_poison_after(model, 3))
     state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
     assert state["step"] == 3
 
@@ -81,7 +73,7 @@ def test_a_nan_between_logged_steps_is_named_and_never_checkpointed(tmp_path: Pa
     """Step 4 goes NaN unlogged (log_every=10); step 5's checkpoint is due: it is refused, naming step 4."""
     model = _model()
     with pytest.raises(UserError, match=r"not finite from step 4 on \(loss nan at step 5\).*last good checkpoint \(step 3\)"):
-        train(model, _grouped, _spec(10, log_every=10), tmp_path, on_step=_nan_after(model, 3))
+        train(model, _grouped, _spec(10, log_every=10), tmp_path, on_step=_poison_after(model, 3))
     state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
     assert state["step"] == 3  # the checkpoint due after step 5 (at step 6) was never written from NaN weights
 
