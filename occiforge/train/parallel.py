@@ -3,14 +3,29 @@
 Applied in this order: activation checkpointing, torch.compile per decoder layer, FSDP2
 (`fully_shard` per decoder layer, then the root, which holds the tied embeddings). Model code
 never sees any of this; a single CPU process gets the model back unchanged unless asked.
+
+`load_sharded`: under FSDP2 only rank 0 builds (loads) the whole model in host RAM; the other
+ranks build its structure on the meta device, shard it, and receive their shards from rank 0
+(torch's `set_model_state_dict(broadcast_from_rank0=True)`, torchtune's pattern). Host RAM per
+node is one fp32 model plus shards, not one model per rank (8 x 27 GiB for a 7B on an 8-GPU node).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+import torch.distributed as torch_dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    set_model_state_dict,
+)
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from transformers import AutoModelForCausalLM
 
 from occiforge.dist import DistInfo
+from occiforge.errors import UserError
 from occiforge.recipe import TrainConfig
 
 
@@ -34,4 +49,48 @@ def parallelize(model: torch.nn.Module, cfg: TrainConfig, dist: DistInfo) -> tor
         for layer in layers:
             fully_shard(layer, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
+    return model
+
+
+def _from_rank0(build: Callable[[], torch.nn.Module], dist: DistInfo) -> tuple[torch.nn.Module | None, torch.nn.Module]:
+    """Rank 0's built model (None elsewhere) and, on every rank, an empty meta-device model of the same
+    structure and configuration. A UserError on rank 0 is raised on every rank (none waits forever)."""
+    full, payload = None, None
+    if dist.is_main:
+        try:
+            full = build()
+            payload = (full.config, full.generation_config, next(full.parameters()).dtype, None)
+        except UserError as e:
+            payload = (None, None, None, str(e))
+    box = [payload]
+    torch_dist.broadcast_object_list(box, src=0)
+    config, generation, dtype, error = box[0]
+    if error is not None:
+        raise UserError(error)
+    empty = meta_model(config, dtype)
+    empty.generation_config = generation
+    return full, empty
+
+
+def meta_model(config: Any, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """An empty (meta-device) causal LM of `config`: its structure, no memory."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, attn_implementation=config._attn_implementation, dtype=dtype)
+
+
+def load_sharded(build: Callable[[], torch.nn.Module], cfg: TrainConfig, dist: DistInfo) -> torch.nn.Module:
+    """The model `build()` makes on rank 0, wrapped by `parallelize` and sharded across ranks, without
+    any other rank ever holding it whole. Weights travel as rank 0's state dict, one tensor at a time;
+    buffers outside the state dict (rotary `inv_freq`) are broadcast from rank 0 too."""
+    full, model = _from_rank0(build, dist)
+    model.config.use_cache = False
+    model = parallelize(model, cfg, dist)
+    model.to_empty(device=dist.device)
+    weights = full.state_dict() if full is not None else {}
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    own = dict(full.named_buffers()) if full is not None else {}
+    for name, buf in model.named_buffers():
+        if full is not None:
+            buf.copy_(own[name])
+        torch_dist.broadcast(buf, src=0)
     return model

@@ -12,11 +12,12 @@ h_kv = kv heads x head_dim, I = MLP width, L = layers, V = vocabulary, H = heads
 4 in fp32; r = the residual stream's width: 2 under FSDP2 with bf16 params (world > 1), else 4, as
 fp32 params keep the residual stream and the final norm's output in fp32 under autocast):
 
-- loading: every rank builds or loads the whole model in fp32 in host RAM (one copy per local rank);
-  on one GPU it moves to the GPU whole (4 bytes/param); under FSDP2 `fully_shard` moves one unit at
-  a time (a decoder layer, then the root: embeddings, head, final norm) and shards it, so the GPU
-  holds the shards so far and one unit unsharded: 4·(N/gpus + the largest unit). The per-GPU figure
-  is the larger of this and the training peak below;
+- loading: one process builds or loads the whole model in fp32 in host RAM (under FSDP2 rank 0 only,
+  `parallel.load_sharded`); on one GPU it moves to the GPU whole (4 bytes/param); under FSDP2 every
+  rank shards an empty (meta) copy, allocates its shards on its GPU and receives them from rank 0 one
+  tensor at a time: 4·N/gpus + one whole tensor in flight, bounded here by 4·(N/gpus + the largest
+  unit: a decoder layer, or the root's embeddings, head and final norm). The per-GPU figure is the
+  larger of this and the training peak below;
 - states: fp32 master weights, gradients and AdamW's two moments, 16 bytes/param, sharded over
   the N GPUs (FSDP2 `fully_shard` per decoder layer and the root);
 - FSDP2 working set (N > 1): two decoder layers gathered in the compute dtype (current and
@@ -329,7 +330,7 @@ def _memory_lines(e: Estimate, checkpointing: bool) -> list[str]:
     suffix = "_ckpt" if checkpointing else ""
     scores = f" + eager attention scores {_gib(m['scores' + suffix])}" if m["scores"] else ""
     peak = (f"  memory per GPU: {_gib(e.peak)}, the larger of loading {_gib(e.load)} and training {_gib(e.total)}; "
-            f"host RAM while loading: {_gib(4.0 * e.shape.params)} (the fp32 model) per local rank")
+            f"host RAM while loading: {_gib(4.0 * e.shape.params)} (the fp32 model) on rank 0 only")
     parts = (f"  training: states {_gib(m['states'])} + FSDP working set {_gib(m['fsdp_working'])} "
              f"+ activations {_gib(m['activations' + suffix])}{scores} + loss {_gib(m['loss'])}  "
              f"(activations without checkpointing {_gib(m['activations'] + m['scores'])}, "

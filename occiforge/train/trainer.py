@@ -21,7 +21,6 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from transformers import AutoModelForCausalLM
 
 from occiforge import artifacts, checkpoint
 from occiforge.context import Context, hms
@@ -34,7 +33,7 @@ from occiforge.recipe import PlannedModel, Recipe, TrainConfig
 from occiforge.train import monitor, sft
 from occiforge.train.model import build_model, preflight_vocab
 from occiforge.train.packing import Docs, PackedMixture, PlanCache
-from occiforge.train.parallel import parallelize
+from occiforge.train.parallel import load_sharded, meta_model, parallelize
 from occiforge.train.plan import flops_per_token, model_steps
 
 Batch = dict[str, torch.Tensor]
@@ -153,8 +152,7 @@ def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[di
     model.config.use_cache = True  # the saved model generates with a cache
     if dist.is_main:
         if dist.world_size > 1:  # save through a clean, unwrapped instance of the same class
-            with torch.device("meta"):
-                clean = AutoModelForCausalLM.from_config(model.config)
+            clean = meta_model(model.config)
             clean.load_state_dict(full, assign=True)
             clean.tie_weights()
             clean.generation_config = model.generation_config
@@ -169,19 +167,21 @@ def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[di
 
 
 def _build(ctx: Context, pm: PlannedModel, s: Setup) -> tuple[torch.nn.Module, Any]:
-    """The model to train and the tokenizer it is saved with (the chat tokenizer for sft)."""
+    """The model to train, wrapped for scale, and the tokenizer it is saved with (the chat tokenizer for sft)."""
     r, dist = ctx.recipe, ctx.dist
-    model = build_model(pm.init, r.train.architecture, s.tok, r.seed, ctx.stage_dir("train"), s.known, s.streams,
-                        extension=s.extension, embedding_init=pm.embedding_init)
-    tok = s.tok
-    if pm.kind == "sft" and s.conv_dir is not None:
-        tok = sft.chat_tokenizer(s.conv_dir, pm)
-        sft.add_chat_rows(model, s.tok, tok)
-        sft.set_chat_generation(model, tok)
-    if dist.world_size == 1:
-        model = model.to(dist.device)
-    # else fully_shard moves each unit (a decoder layer, then the rest) to the GPU as it shards it: the
-    # GPU never holds more than the shards and one unit unsharded, not the whole fp32 model
+    tok = sft.chat_tokenizer(s.conv_dir, pm) if pm.kind == "sft" and s.conv_dir is not None else s.tok
+
+    def build() -> torch.nn.Module:
+        model = build_model(pm.init, r.train.architecture, s.tok, r.seed, ctx.stage_dir("train"), s.known, s.streams,
+                            extension=s.extension, embedding_init=pm.embedding_init)
+        if tok is not s.tok:
+            sft.add_chat_rows(model, s.tok, tok)
+            sft.set_chat_generation(model, tok)
+        return model
+
+    if dist.world_size > 1:  # only rank 0 reads the whole model; every rank gets its shards
+        return load_sharded(build, r.train, dist), tok
+    model = build().to(dist.device)
     model.config.use_cache = False  # a KV cache is useless in training and makes compile recompile per layer
     return parallelize(model, r.train, dist), tok
 

@@ -16,6 +16,21 @@ from occiforge.cli import main
 from tests.conftest import REPO, free_port, tiny_tree, wait_for_lines
 
 
+def test_only_rank_zero_builds_the_model_and_every_rank_gets_its_shards(tmp_path: Path):
+    out = tmp_path / "probe.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={free_port()}",
+           str(REPO / "tests" / "train" / "shard_probe.py"), str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]  # rank 1's own checks are asserts in the probe
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    families = [r for r in rows if "family" in r]
+    assert [r["family"] for r in families] == ["llama", "gemma2", "qwen3"]
+    for r in families:
+        assert r["built_on"] == [0] and r["weights_equal"] and r["buffers_equal"], r
+        assert r["logits_max_diff"] < 1e-5 and r["eos"] == [5, 6], r
+    assert rows[-1] == {"rank": 0, "error": "init 'broken': cannot load"}
+
+
 def _torchrun(recipe: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={free_port()}",
            "-m", "occiforge.cli", "train", "-c", str(recipe)]
