@@ -92,6 +92,7 @@ class Shape:
     attn_softcap: bool = False  # Gemma-2's attn_logit_softcapping (eager only)
     logit_softcap: bool = False  # Gemma's final_logit_softcapping, applied by the loss
     windows: tuple[int | None, ...] = ()  # per layer: the sliding window, None for full attention
+    inactive: int = 0  # expert weights a token is not routed through (mixture of experts), summed over layers
 
 
 @dataclass
@@ -145,7 +146,19 @@ def shape_of(config: Any) -> Shape:
                  mlp=cfg.intermediate_size, vocab=embed.shape[0], heads=heads, tied=head is embed,
                  eager=model.config._attn_implementation == "eager",
                  attn_softcap=bool(getattr(cfg, "attn_logit_softcapping", None)),
-                 logit_softcap=bool(getattr(cfg, "final_logit_softcapping", None)), windows=_windows(cfg, len(layers)))
+                 logit_softcap=bool(getattr(cfg, "final_logit_softcapping", None)), windows=_windows(cfg, len(layers)),
+                 inactive=_inactive_experts(model, cfg))
+
+
+def _inactive_experts(model: Any, cfg: Any) -> int:
+    """(E - k)/E of every `experts` module's weights (Mixtral, Qwen-MoE: E experts, k per token; shared
+    experts and routers are dense), 0 for a dense model."""
+    k = getattr(cfg, "num_experts_per_tok", None)
+    e = getattr(cfg, "num_local_experts", None) or getattr(cfg, "num_experts", None)
+    if not k or not e or k >= e:
+        return 0
+    weights = sum(p.numel() for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "experts" for p in m.parameters())
+    return weights * (e - k) // e
 
 
 def _windows(cfg: Any, layers: int) -> tuple[int | None, ...]:
@@ -168,7 +181,8 @@ def flops_per_token(config: Any, seq_len: int) -> float:
     """Matrix FLOPs of one training step (forward + backward) per token of a HF causal-LM config.
 
     6·(weights of the decoder layers and final norm + V·h of the output head, tied to the input
-    embedding or not; the input embedding is a lookup and is left out) + 12·Σ_layers h_q·S, where
+    embedding or not; the input embedding is a lookup and is left out; of a mixture of experts only
+    the k of E experts each token is routed to) + 12·Σ_layers h_q·S, where
     h_q = heads·head_dim and S = min(T, sliding window) for a windowed layer, T otherwise. No causal
     halving: S is the full span. benchmarks/gpu_train.py and the trainer's MFU use this function.
     """
@@ -176,7 +190,7 @@ def flops_per_token(config: Any, seq_len: int) -> float:
 
 
 def _token_flops(s: Shape, seq_len: int) -> float:
-    matrix = s.params - s.embedding + (s.vocab * s.hidden if s.tied else 0)
+    matrix = s.params - s.embedding - s.inactive + (s.vocab * s.hidden if s.tied else 0)
     spans = sum(min(seq_len, w) if w else seq_len for w in (s.windows or (None,) * s.layers))
     return 6.0 * matrix + 12.0 * s.q_width * spans
 

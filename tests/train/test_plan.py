@@ -166,6 +166,23 @@ def test_flops_count_the_head_tied_or_not_and_the_sliding_window():
     assert flops_per_token(gemma2, 128) == 6 * (g.params - g.embedding + 600 * 32) + 12 * 32 * (32 + 128)
 
 
+def test_flops_of_a_mixture_count_only_the_experts_a_token_is_routed_to():
+    from transformers import LlamaConfig, MixtralConfig, Qwen3MoeConfig
+
+    from occiforge.train.plan import shape_of
+
+    dims = {"vocab_size": 600, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "tie_word_embeddings": False}
+    dense = flops_per_token(LlamaConfig(**dims), 128)
+    one_of_four = flops_per_token(MixtralConfig(**dims, num_local_experts=4, num_experts_per_tok=1), 128)
+    # one routed expert is the dense MLP; beyond it only the routers (h x E per layer) add FLOPs
+    assert one_of_four - dense == 6 * 2 * 32 * 4
+    two_of_four = flops_per_token(MixtralConfig(**dims, num_local_experts=4, num_experts_per_tok=2), 128)
+    assert two_of_four - one_of_four == 6 * 2 * 3 * 32 * 64  # a second expert: 3 matrices per layer
+    qwen = Qwen3MoeConfig(**dims, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, head_dim=16)
+    assert shape_of(qwen).inactive == 2 * 6 * 3 * 32 * 64  # 6 of 8 experts idle in each of 2 layers
+
+
 def test_a_hub_id_offline_is_one_line(recipe: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     from huggingface_hub import constants
 
