@@ -70,6 +70,21 @@ def test_chunked_loss_and_gradients_equal_the_models_own(family: str, monkeypatc
     assert torch.allclose(out.token_nll, ref * (labels[:, 1:] != -100), atol=1e-5)
 
 
+def test_masked_positions_never_reach_the_head(monkeypatch: pytest.MonkeyPatch):
+    """An SFT batch masks its prompts: only target positions are projected (their logits would be wasted)."""
+    seen: list[int] = []
+    apply = lossfn._LinearCrossEntropy.apply
+    monkeypatch.setattr(lossfn._LinearCrossEntropy, "apply", lambda hidden, *rest: seen.append(hidden.shape[0]) or apply(hidden, *rest))
+    hidden, weight = torch.randn(2, 9, 4), torch.randn(10, 4)
+    labels = torch.randint(0, 10, (2, 9))
+    labels[0, 2:6] = -100
+    loss, nll = lossfn.causal_lm_loss(hidden, weight, labels, count=12)
+    assert seen == [12] and (nll[0, 1:5] == 0).all() and (nll[0, 5:] > 0).all()  # 2 x 8 targets, 4 masked
+    logits = hidden[:, :-1] @ weight.t()
+    want = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="sum") / 12
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+
+
 def test_bf16_autocast_matches_the_models_own_loss_in_bf16():
     model, (ids, labels) = _model("llama"), _batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
