@@ -129,8 +129,17 @@ def train(
     checkpoint stays, and no checkpoint is ever written from a non-finite state);
     `hooks.should_stop()` turning true writes a checkpoint and raises `Stopped`.
     The loss is computed beside the head where the model allows (`occiforge.lossfn`; `spec.chunked_loss`)."""
-    with lossfn.chunked(model, spec.chunked_loss):
+    with lossfn.chunked(model, spec.chunked_loss) as on:
+        if on:  # the positions with a target, found on the CPU labels: the device never waits for them
+            get_batch = _with_target_index(get_batch)
         return _train(model, get_batch, spec, ckpt_dir, on_step, log, rank, hooks or Hooks())
+
+
+def _with_target_index(get_batch: Callable[[int, int], Batch]) -> Callable[[int, int], Batch]:
+    def indexed(step: int, micro: int) -> Batch:
+        batch = get_batch(step, micro)
+        return {**batch, lossfn.TARGET_INDEX: lossfn.target_index(batch["labels"])}
+    return indexed
 
 
 def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec: LoopSpec, ckpt_dir: Path,

@@ -16,7 +16,8 @@ demo's conversations (47% of positions masked) the head and loss take 85-97 ms i
 
 `chunked(model)` gives a supported HF causal LM (Llama, Mistral, Qwen2/3, Gemma 1-3: a `model.model`
 trunk and a bias-free head, Gemma's final logit soft-capping included) a forward that does this when
-it is given labels with gradients on; anything else (no labels, no_grad, a model it does not know)
+it is given labels with gradients on (and the batch's `target_index`, if the caller computed it);
+anything else (no labels, no_grad, a model it does not know)
 runs the model's own forward. The forward stays the model's, so FSDP2's hooks run around it.
 """
 
@@ -33,6 +34,7 @@ from transformers.utils import ModelOutput
 
 # HF causal-LM classes whose forward is trunk -> head (-> soft-capping) -> cross-entropy, nothing more
 SUPPORTED = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"})
+TARGET_INDEX = "target_index"  # the batch key of `target_index(labels)`, read only by the chunked forward
 _CHUNK_BYTES = {"cpu": 16 << 20, "cuda": 256 << 20}  # fp32 logits per chunk: cache-sized on CPU, big GEMMs on GPU
 
 
@@ -96,21 +98,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return gh, gw, None, None, None, None, None
 
 
+def target_index(labels: torch.Tensor) -> torch.Tensor:
+    """Flat positions in `labels[:, 1:]` that have a target. The training loop computes it on the CPU
+    labels (`TARGET_INDEX` in the batch), so that the device never waits for it."""
+    return (labels[:, 1:].reshape(-1) != -100).nonzero().squeeze(1)
+
+
 def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, count: torch.Tensor | int,
-                   softcap: float | None = None, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   softcap: float | None = None, rows: int | None = None,
+                   index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ next-token NLL over labels != -100) / count, and the NLL per (row, position) of `labels[:, 1:]`
-    (0 where masked), from the trunk's last hidden states (b, T, d) and the head weight (V, d)."""
+    (0 where masked), from the trunk's last hidden states (b, T, d) and the head weight (V, d).
+    `index`: `target_index(labels)`, computed here (a host sync on an accelerator) when not given."""
     b, t, d = hidden.shape
     targets = labels[:, 1:].reshape(-1)
-    keep = targets != -100
     dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
     rows = rows or chunk_rows(weight.shape[0], hidden.device.type)
     flat = hidden[:, :-1].reshape(-1, d)
     # only positions with a target go through the head: an SFT batch masks its prompts (~45% of the
-    # demo's positions), whose logits would be computed for nothing; one host sync for the index
-    index = keep.nonzero().squeeze(1)
-    if len(index) == len(keep):  # nothing masked: no copies
-        loss, nll = _LinearCrossEntropy.apply(flat, weight, targets, keep.float() / count, rows, softcap, dtype)
+    # demo's positions), whose logits would be computed for nothing
+    index = target_index(labels) if index is None else index
+    if len(index) == len(targets):  # nothing masked: no copies
+        scale = torch.ones_like(targets, dtype=torch.float32) / count
+        loss, nll = _LinearCrossEntropy.apply(flat, weight, targets, scale, rows, softcap, dtype)
         return loss, nll.reshape(b, t - 1)
     scale = torch.ones_like(index, dtype=torch.float32) / count  # count may be a device tensor: no sync
     loss, picked = _LinearCrossEntropy.apply(flat.index_select(0, index), weight, targets.index_select(0, index), scale,
@@ -144,11 +154,12 @@ def chunked(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
 
     def forward(*args: Any, labels: torch.Tensor | None = None, num_items_in_batch: torch.Tensor | int | None = None,
                 **kwargs: Any) -> Any:
+        index = kwargs.pop(TARGET_INDEX, None)
         if args or labels is None or not torch.is_grad_enabled():  # positional calls keep HF's own meaning
             return own(*args, labels=labels, num_items_in_batch=num_items_in_batch, **kwargs)
         hidden = model.model(**kwargs).last_hidden_state
         count = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum().clamp_min(1)
-        loss, nll = causal_lm_loss(hidden, model.get_output_embeddings().weight, labels, count, softcap)
+        loss, nll = causal_lm_loss(hidden, model.get_output_embeddings().weight, labels, count, softcap, index=index)
         return ChunkedLMOutput(loss=loss, token_nll=nll)
 
     model.forward = forward  # an instance attribute: nn.Module.__call__ (and FSDP2's hooks) run it

@@ -133,9 +133,13 @@ def _spec(chunked: bool) -> LoopSpec:
                     log_every=1, fingerprint="fp", groups=("en", "de"), chunked_loss=chunked)
 
 
-def test_the_loop_trains_the_same_with_either_loss(tmp_path: Path):
-    """Same updates (to float rounding) and the same per-language losses, which come from the chunks' NLLs."""
+def test_the_loop_trains_the_same_with_either_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Same updates (to float rounding) and the same per-language losses, which come from the chunks' NLLs;
+    the loop hands the loss the target positions it found on the CPU labels (no device sync for them)."""
     ids, labels = _batch()
+    given: list[bool] = []
+    loss_fn = lossfn.causal_lm_loss
+    monkeypatch.setattr(lossfn, "causal_lm_loss", lambda *a, index=None, **k: given.append(index is not None) or loss_fn(*a, index=index, **k))
 
     def batches(step: int, micro: int) -> dict[str, torch.Tensor]:
         rows = slice(0, 2) if micro == 0 else slice(2, 3)
@@ -148,6 +152,7 @@ def test_the_loop_trains_the_same_with_either_loss(tmp_path: Path):
         assert {k: x[k] for k in ("loss", "loss_en", "loss_de")} == pytest.approx({k: y[k] for k in ("loss", "loss_en", "loss_de")}, rel=1e-5)
     for (name, p), q in zip(own.named_parameters(), chunked.parameters()):
         assert torch.allclose(p, q, atol=1e-5, rtol=0), name
+    assert given == [True] * 8  # 4 steps x 2 micro-batches
 
 
 class _Reached(Exception):
