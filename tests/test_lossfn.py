@@ -99,10 +99,14 @@ def test_bf16_autocast_matches_the_models_own_loss_in_bf16():
 
 def test_without_labels_or_gradients_the_models_own_forward_runs():
     model, (ids, labels) = _model("llama"), _batch()
+    own, seen = model.forward, []
+    model.forward = lambda **kw: seen.append(sorted(kw)) or own(**kw)  # the model's own forward, watched
+    index = lossfn.target_index(labels)
     with lossfn.chunked(model):
-        assert model(input_ids=ids).logits.shape == (3, 40, VOCAB)
+        assert model(input_ids=ids, target_index=index).logits.shape == (3, 40, VOCAB)
         with torch.no_grad():
-            assert model(input_ids=ids, labels=labels).logits is not None
+            assert model(input_ids=ids, labels=labels, target_index=index).logits is not None
+    assert len(seen) == 2 and not any(lossfn.TARGET_INDEX in kw for kw in seen)  # the loop's key never reaches it
 
 
 def test_positional_calls_keep_their_meaning_and_an_instance_forward_comes_back():

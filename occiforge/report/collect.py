@@ -43,7 +43,7 @@ def lang_name(code: str) -> str:
 def made_how(rec: ModelRecord) -> str:
     """One sentence on how a model was made, from its registry entry."""
     steps = f"{rec.steps:,} steps" if rec.steps else ""
-    tokens = f"{rec.tokens_seen:,} tokens" if rec.tokens_seen else ""
+    tokens = f"{rec.tokens_seen:,} positions" if rec.tokens_seen else ""  # padding included (registry: tokens_seen)
     budget = ", ".join(p for p in (steps, tokens) if p)
     budget = f" for {budget}" if budget else ""
     if rec.kind == "base" or rec.init in (None, "scratch"):
@@ -103,12 +103,12 @@ def training_section(ctx: Context, models: dict[str, ModelRecord]) -> dict[str, 
     if not hist:
         return None
     cfg = ctx.recipe.train
-    table = Table(["steps", "tokens seen", "final loss", "wall-clock", "tokens/s"], corner="model")
+    table = Table(["steps", "positions trained", "final loss", "wall-clock", "tokens/s"], corner="model")
     for name, h in hist.items():
         rec, man = models[name], artifacts.read_manifest(ctx.model_path(models[name])) or {}
         secs = man.get("seconds")
         logged = [r["tokens_per_s"] for r in h if r.get("tokens_per_s")]
-        rate = sum(logged) / len(logged) if logged else rec.tokens_seen / secs if secs and rec.tokens_seen else None
+        rate = sum(logged) / len(logged) if logged else None  # target tokens per second, as logged
         table.rows.append(Row(name, [Cell(num(rec.steps)), Cell(num(rec.tokens_seen)), Cell(num(man.get("final_loss"))),
                                      Cell(f"{secs:,.0f} s" if secs else "–", "" if secs else "muted"),
                                      Cell(f"{rate:,.0f}" if rate else "–", "" if rate else "muted")]))

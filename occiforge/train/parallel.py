@@ -54,17 +54,23 @@ def parallelize(model: torch.nn.Module, cfg: TrainConfig, dist: DistInfo) -> tor
 
 def _from_rank0(build: Callable[[], torch.nn.Module], dist: DistInfo) -> tuple[torch.nn.Module | None, torch.nn.Module]:
     """Rank 0's built model (None elsewhere) and, on every rank, an empty meta-device model of the same
-    structure and configuration. A UserError on rank 0 is raised on every rank (none waits forever)."""
-    full, payload = None, None
+    structure and configuration. Any failure while rank 0 builds reaches every rank (none waits forever)."""
+    full, payload, failure = None, None, None
     if dist.is_main:
         try:
             full = build()
+            if type(full).__module__.startswith("transformers_modules"):  # other ranks cannot rebuild its class
+                raise UserError(f"{type(full).__name__} runs its own code (trust_remote_code): under FSDP2 only models "
+                                "transformers implements can be loaded; train it in one process")
             payload = (full.config, full.generation_config, next(full.parameters()).dtype, None)
-        except UserError as e:
-            payload = (None, None, None, str(e))
+        except Exception as e:  # noqa: BLE001 - every failure must reach the ranks waiting below
+            failure = e
+            payload = (None, None, None, str(e) if isinstance(e, UserError) else f"rank 0 could not build the model: {type(e).__name__}: {e}")
     box = [payload]
     torch_dist.broadcast_object_list(box, src=0)
     config, generation, dtype, error = box[0]
+    if failure is not None:
+        raise failure  # rank 0: the original, with its traceback for a bug
     if error is not None:
         raise UserError(error)
     empty = meta_model(config, dtype)
@@ -78,6 +84,16 @@ def meta_model(config: Any, dtype: torch.dtype | None = None) -> torch.nn.Module
         return AutoModelForCausalLM.from_config(config, attn_implementation=config._attn_implementation, dtype=dtype)
 
 
+def _agree_on_buffers(full: torch.nn.Module | None, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rank 0's buffers by name, after every rank has learnt that the two models have the same ones."""
+    own = dict(full.named_buffers()) if full is not None else {}
+    box = [sorted(set(dict(model.named_buffers())) ^ set(own)) if full is not None else None]
+    torch_dist.broadcast_object_list(box, src=0)
+    if box[0]:
+        raise RuntimeError(f"the sharded model's buffers differ from rank 0's model: {box[0][:5]}")
+    return own
+
+
 def load_sharded(build: Callable[[], torch.nn.Module], cfg: TrainConfig, dist: DistInfo) -> torch.nn.Module:
     """The model `build()` makes on rank 0, wrapped by `parallelize` and sharded across ranks, without
     any other rank ever holding it whole. Weights travel as rank 0's state dict, one tensor at a time;
@@ -86,9 +102,9 @@ def load_sharded(build: Callable[[], torch.nn.Module], cfg: TrainConfig, dist: D
     model.config.use_cache = False
     model = parallelize(model, cfg, dist)
     model.to_empty(device=dist.device)
+    own = _agree_on_buffers(full, model)
     weights = full.state_dict() if full is not None else {}
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    own = dict(full.named_buffers()) if full is not None else {}
     for name, buf in model.named_buffers():
         if full is not None:
             buf.copy_(own[name])

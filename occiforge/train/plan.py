@@ -79,7 +79,7 @@ class Shape:
 
     params: int  # all parameters
     embedding: int  # input-embedding parameters (a lookup: no matrix FLOPs)
-    layer: int  # parameters of one decoder layer
+    layer: int  # parameters of the largest decoder layer (an MoE may open with dense ones)
     layers: int
     hidden: int
     q_width: int  # heads x head_dim
@@ -141,7 +141,7 @@ def shape_of(config: Any) -> Shape:
     kv = getattr(cfg, "num_key_value_heads", None) or heads
     embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     return Shape(params=sum(p.numel() for p in model.parameters()),  # tied weights are one parameter
-                 embedding=embed.numel(), layer=sum(p.numel() for p in layers[0].parameters()),
+                 embedding=embed.numel(), layer=max(sum(p.numel() for p in layer.parameters()) for layer in layers),
                  layers=len(layers), hidden=cfg.hidden_size, q_width=heads * head_dim, kv_width=kv * head_dim,
                  mlp=cfg.intermediate_size, vocab=embed.shape[0], heads=heads, tied=head is embed,
                  eager=model.config._attn_implementation == "eager",

@@ -73,7 +73,7 @@ def test_released_folders_load_and_cards_repeat_the_manifests(demo_run: Path):
             continue
         assert set(card.data.language) == {lang for lang, w in rec["mixture"].items() if w > 0}
         assert card.data.language[0] == (rec["target"] or card.data.language[0])  # the target language first
-        assert f"| positions trained (steps × batch × sequence length) | {rec['tokens_seen']:,} |" in card.text and f"| steps | {rec['steps']:,} |" in card.text
+        assert f"| positions trained (steps × sequences per step × sequence length) | {rec['tokens_seen']:,} |" in card.text and f"| steps | {rec['steps']:,} |" in card.text
         man = _json(demo_run / rec["folder"] / "manifest.json")
         assert f"| final training loss | {man['final_loss']:.3f} |" in card.text
         assert f"| hardware | {man['device']} |" in card.text and "| wall-clock | not recorded |" not in card.text

@@ -1,16 +1,19 @@
 """Run under torchrun (2 CPU processes, gloo) by test_distributed: `load_sharded` must give every rank
-the shards of exactly the model rank 0 built, buffers included, and never call `build` elsewhere.
-Writes one JSON line per family to the file named by argv[1] (rank 0)."""
+the shards of exactly the model rank 0 built (resized as SFT's chat rows resize it), buffers and tied
+weights included, never call `build` elsewhere, and bring any failure of rank 0's build to every rank.
+Each rank writes its findings, one JSON line per case, to argv[1] + "." + its rank."""
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
+from collections.abc import Callable
 
 import torch
 import transformers
 
-from occiforge import checkpoint, dist
+from occiforge import dist
 from occiforge.errors import UserError
 from occiforge.recipe import TrainConfig
 from occiforge.train.parallel import load_sharded
@@ -22,53 +25,61 @@ CONFIGS = {  # tied embeddings (Llama), tanh soft-capping + embedding scale (Gem
 }
 
 
+def _make(config: transformers.PretrainedConfig) -> torch.nn.Module:
+    torch.manual_seed(7)
+    model = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config))  # resizing changes its config
+    model.resize_token_embeddings(100)  # as adding chat rows does: the config changes after it is made
+    model.generation_config.eos_token_id = [5, 6]
+    return model
+
+
+def _family(family: str, info: dist.DistInfo) -> dict:
+    cls, extra = CONFIGS[family]
+    config = getattr(transformers, cls)(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, **extra)
+    built: list[int] = []
+    model = load_sharded(lambda: built.append(info.rank) or _make(config), TrainConfig(), info)
+    reference = _make(config)  # what rank 0 built, made again on every rank to compare with
+    full = {n: p.full_tensor() for n, p in model.named_parameters()}  # a collective: every rank gathers its shards' whole
+    want, buffers = dict(reference.named_parameters()), dict(reference.named_buffers())
+    ids = torch.arange(24).reshape(2, 12) % 100
+    with torch.no_grad():
+        diff = float((model(input_ids=ids).logits - reference(input_ids=ids).logits).abs().max())
+    return {"family": family, "built": bool(built), "vocab": model.config.vocab_size,
+            "weights_equal": sorted(full) == sorted(want) and all(torch.equal(full[k], want[k]) for k in want),
+            "buffers_equal": sorted(dict(model.named_buffers())) == sorted(buffers)
+                             and all(torch.equal(b.cpu(), buffers[n]) for n, b in model.named_buffers()),
+            "tied": model.get_output_embeddings().weight is model.get_input_embeddings().weight,
+            "logits_max_diff": diff, "eos": model.generation_config.eos_token_id}
+
+
+def _failure(build: Callable[[], torch.nn.Module], info: dist.DistInfo) -> dict:
+    try:
+        load_sharded(build, TrainConfig(), info)
+    except Exception as e:  # noqa: BLE001 - what each rank raises is the finding
+        return {"raised": type(e).__name__, "message": str(e)}
+    return {"raised": None}
+
+
 def main(out: str) -> None:
     info = dist.init()
-    results = []
-    for family, (cls, extra) in CONFIGS.items():
-        config = getattr(transformers, cls)(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                            num_attention_heads=4, num_key_value_heads=2, **extra)
-        built: list[int] = []
+    rows = [_family(family, info) for family in CONFIGS]
 
-        def build() -> torch.nn.Module:
-            built.append(info.rank)
-            torch.manual_seed(7)
-            model = transformers.AutoModelForCausalLM.from_config(config)
-            model.generation_config.eos_token_id = [5, 6]
-            return model
-
-        torch.manual_seed(7)
-        reference = transformers.AutoModelForCausalLM.from_config(config)  # what rank 0 builds, on every rank
-        model = load_sharded(build, TrainConfig(), info)
-        full = checkpoint.full_state_dict(model)
-        ids = torch.arange(24).reshape(2, 12) % 96
-        logits = model(input_ids=ids).logits.detach()
-        with torch.no_grad():
-            expect = reference(input_ids=ids).logits
-        if info.is_main:
-            want = reference.state_dict()
-            results.append({
-                "family": family, "built_on": built,
-                "weights_equal": sorted(full) == sorted(want) and all(torch.equal(full[k], want[k]) for k in want),
-                "buffers_equal": all(torch.equal(b, dict(reference.named_buffers())[n]) for n, b in model.named_buffers()),
-                "logits_max_diff": float((logits - expect).abs().max()),
-                "eos": model.generation_config.eos_token_id,
-            })
-        else:
-            assert built == [], f"rank {info.rank} built the whole model"
-            assert float((logits - expect).abs().max()) < 1e-4, f"rank {info.rank}: logits differ"
     def refuse() -> torch.nn.Module:
         raise UserError("init 'broken': cannot load")
 
-    try:  # a UserError while rank 0 builds reaches every rank, none is left waiting in a collective
-        load_sharded(refuse, TrainConfig(), info)
-        raise AssertionError("load_sharded returned without a model")
-    except UserError as e:
-        results.append({"rank": info.rank, "error": str(e)}) if info.is_main else None
-        assert str(e) == "init 'broken': cannot load", str(e)
-    if info.is_main:
-        with open(out, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in results)
+    def crash() -> torch.nn.Module:
+        raise RuntimeError("disk on fire")
+
+    def remote() -> torch.nn.Module:  # a class from a model's own code (trust_remote_code)
+        model = _make(transformers.LlamaConfig(vocab_size=96, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                               num_attention_heads=2))
+        model.__class__ = type("RemoteLM", (type(model),), {"__module__": "transformers_modules.org.remote"})
+        return model
+
+    rows += [_failure(refuse, info), _failure(crash, info), _failure(remote, info)]
+    with open(f"{out}.{info.rank}", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
     dist.finish()
 
 

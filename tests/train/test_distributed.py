@@ -21,14 +21,19 @@ def test_only_rank_zero_builds_the_model_and_every_rank_gets_its_shards(tmp_path
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={free_port()}",
            str(REPO / "tests" / "train" / "shard_probe.py"), str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]  # rank 1's own checks are asserts in the probe
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    families = [r for r in rows if "family" in r]
-    assert [r["family"] for r in families] == ["llama", "gemma2", "qwen3"]
-    for r in families:
-        assert r["built_on"] == [0] and r["weights_equal"] and r["buffers_equal"], r
-        assert r["logits_max_diff"] < 1e-5 and r["eos"] == [5, 6], r
-    assert rows[-1] == {"rank": 0, "error": "init 'broken': cannot load"}
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    for rank in (0, 1):
+        *families, refused, crashed, remote = [json.loads(line) for line in Path(f"{out}.{rank}").read_text().splitlines()]
+        assert [r["family"] for r in families] == ["llama", "gemma2", "qwen3"]
+        for r in families:
+            assert r["built"] == (rank == 0) and r["vocab"] == 100 and r["eos"] == [5, 6], (rank, r)
+            assert r["weights_equal"] and r["buffers_equal"] and r["logits_max_diff"] < 1e-5, (rank, r)
+            assert r["tied"] == (r["family"] != "qwen3"), (rank, r)  # tied weights stay one parameter
+        assert refused == {"raised": "UserError", "message": "init 'broken': cannot load"}
+        # any other failure of rank 0's build: the original there, one line on the others; nobody waits
+        assert crashed == ({"raised": "RuntimeError", "message": "disk on fire"} if rank == 0 else
+                           {"raised": "UserError", "message": "rank 0 could not build the model: RuntimeError: disk on fire"})
+        assert remote["raised"] == "UserError" and remote["message"].startswith("RemoteLM runs its own code"), remote
 
 
 def _torchrun(recipe: Path) -> subprocess.Popen:

@@ -181,6 +181,10 @@ def test_flops_of_a_mixture_count_only_the_experts_a_token_is_routed_to():
     assert two_of_four - one_of_four == 6 * 2 * 3 * 32 * 64  # a second expert: 3 matrices per layer
     qwen = Qwen3MoeConfig(**dims, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, head_dim=16)
     assert shape_of(qwen).inactive == 2 * 6 * 3 * 32 * 64  # 6 of 8 experts idle in each of 2 layers
+    # a mixture opening with a dense layer: memory is planned for the largest (sparse) layer
+    opens_dense = Qwen3MoeConfig(**dims, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, head_dim=16,
+                                 mlp_only_layers=[0])
+    assert shape_of(opens_dense).layer == shape_of(qwen).layer > 8 * 3 * 32 * 64
 
 
 def test_a_hub_id_offline_is_one_line(recipe: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
