@@ -15,9 +15,9 @@ fp32 params keep the residual stream and the final norm's output in fp32 under a
 - loading: one process builds or loads the whole model in fp32 in host RAM (under FSDP2 rank 0 only,
   `parallel.load_sharded`); on one GPU it moves to the GPU whole (4 bytes/param); under FSDP2 every
   rank shards an empty (meta) copy, allocates its shards on its GPU and receives them from rank 0 one
-  tensor at a time: 4·N/gpus + one whole tensor in flight, bounded here by 4·(N/gpus + the largest
-  unit: a decoder layer, or the root's embeddings, head and final norm). The per-GPU figure is the
-  larger of this and the training peak below;
+  tensor at a time (torch's `_broadcast_state_dict`): 4·(N/gpus + W·(1 + 1/gpus)), W the largest
+  weight tensor (the embedding or head, or a fused expert block), whole in flight plus the slice
+  copied for this GPU. The per-GPU figure is the larger of this and the training peak below;
 - states: fp32 master weights, gradients and AdamW's two moments, 16 bytes/param, sharded over
   the N GPUs (FSDP2 `fully_shard` per decoder layer and the root);
 - FSDP2 working set (N > 1): two decoder layers gathered in the compute dtype (current and
@@ -92,6 +92,7 @@ class Shape:
     attn_softcap: bool = False  # Gemma-2's attn_logit_softcapping (eager only)
     logit_softcap: bool = False  # Gemma's final_logit_softcapping, applied by the loss
     windows: tuple[int | None, ...] = ()  # per layer: the sliding window, None for full attention
+    tensor: int = 0  # elements of the largest weight tensor (what loading under FSDP2 holds whole)
     inactive: int = 0  # expert weights a token is not routed through (mixture of experts), summed over layers
 
 
@@ -147,7 +148,7 @@ def shape_of(config: Any) -> Shape:
                  eager=model.config._attn_implementation == "eager",
                  attn_softcap=bool(getattr(cfg, "attn_logit_softcapping", None)),
                  logit_softcap=bool(getattr(cfg, "final_logit_softcapping", None)), windows=_windows(cfg, len(layers)),
-                 inactive=_inactive_experts(model, cfg))
+                 tensor=max(p.numel() for p in model.parameters()), inactive=_inactive_experts(model, cfg))
 
 
 def _inactive_experts(model: Any, cfg: Any) -> int:
@@ -300,11 +301,11 @@ def estimate(r: Recipe, gpus: int, gpu_type: str, mfu: float) -> list[Estimate]:
 
 
 def load_bytes(shape: Shape, gpus: int) -> float:
-    """Bytes per GPU while the model is put on the GPUs (trainer `_build`, FSDP2 `fully_shard`)."""
+    """Bytes per GPU while the model is put on the GPUs (trainer `_build`; `parallel.load_sharded`: the
+    shards, plus the tensor in flight whole and the slice of it taken for this GPU's shard)."""
     if gpus == 1:
         return 4.0 * shape.params
-    root = shape.params - shape.layers * shape.layer  # embeddings, head, final norm: the last unit sharded
-    return 4.0 * (shape.params / gpus + max(shape.layer, root))
+    return 4.0 * (shape.params / gpus + shape.tensor * (1 + 1 / gpus))
 
 
 def _num(x: float) -> str:
@@ -358,7 +359,7 @@ def check_fits(rows: list[Estimate], gpus: int, gpu_type: str, r: Recipe) -> Non
     for e in rows:
         if e.load > usable:
             raise UserError(f"models.{e.key} ({e.name}): loading needs about {_gib(e.load)} per GPU (the fp32 model "
-                            f"{'whole' if gpus == 1 else 'sharded, plus its largest unit unsharded'}), more than {where}; "
+                            f"{'whole' if gpus == 1 else 'sharded, plus its largest tensor whole'}), more than {where}; "
                             f"{'train on more GPUs (FSDP2 shards it)' if gpus == 1 else 'use a GPU with more memory or a smaller model'}")
         if e.total > usable:
             raise UserError(f"models.{e.key} ({e.name}): needs about {_gib(e.total)} per GPU, more than {where} with "

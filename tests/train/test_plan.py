@@ -36,8 +36,8 @@ def test_numbers_of_a_tiny_recipe_by_hand(recipe: Path):
     per_token = 6 * (29_536 - 19_200 + 600 * 32) + 12 * 1 * 32 * 32
     assert base.flops == per_token * 3072 == 582_156_288
     assert base.gpu_hours == pytest.approx(582_156_288 / (989e12 * 0.4) / 3600)
-    # loading under FSDP2: the fp32 shards so far and one unit unsharded (here the root: embedding, norm)
-    assert base.load == 4 * (29_536 / 2 + max(layer, 29_536 - layer)) and base.peak == base.total
+    # loading under FSDP2: the fp32 shards, the largest tensor (the embedding) whole in flight and its half
+    assert base.shape.tensor == 19_200 and base.load == 4 * (29_536 / 2 + 19_200 * 1.5) and base.peak == base.total
     m = base.memory
     assert m["states"] == 16 * 29_536 / 2  # fp32 weights, grads, two AdamW moments, over 2 GPUs
     assert m["fsdp_working"] == 2 * layer * 4 + 4 * layer + (29_536 - layer) * 4  # two gathered layers, one layer's grads, root
@@ -116,7 +116,7 @@ def test_eager_attention_counts_its_score_matrices(recipe: Path, tmp_path: Path)
 
 def test_loading_the_fp32_model_on_one_gpu_is_refused(recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """10.3B parameters: 38 GiB of fp32 weights on one A100-40 (36.9 usable) is refused at loading,
-    with more GPUs as the way out; on 64, FSDP2 places one unit at a time and loading is small."""
+    with more GPUs as the way out; on 64, the shards arrive one tensor at a time and loading is small."""
     from transformers import LlamaConfig
 
     big = LlamaConfig(vocab_size=600, hidden_size=8192, intermediate_size=28672, num_hidden_layers=12,
@@ -131,7 +131,8 @@ def test_loading_the_fp32_model_on_one_gpu_is_refused(recipe: Path, tmp_path: Pa
     assert err[0].startswith(f"occiforge: error: models.base (base): loading needs about {gib} per GPU (the fp32 model whole)")
     assert "train on more GPUs" in err[0]
     sharded = estimate(load_recipe(recipe, [init]), gpus=64, gpu_type="A100-40", mfu=0.4)[0]
-    assert sharded.load == 4 * (sharded.shape.params / 64 + sharded.shape.layer) < e.load / 8  # a layer is the largest unit
+    mlp = 8192 * 28672  # the largest tensor: one MLP matrix
+    assert sharded.shape.tensor == mlp and sharded.load == 4 * (sharded.shape.params / 64 + mlp * (1 + 1 / 64)) < e.load / 8
 
 
 def test_a_multimodal_gemma3_config_is_one_line(recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -211,10 +212,10 @@ def test_occiglot_7b_recipe_plans_on_64_h100(tmp_path: Path, capsys: pytest.Capt
     rows = estimate(load_recipe(REPO / "recipes" / "occiglot-7b.yaml", [args[-1]]),
                     gpus=64, gpu_type="H100", mfu=0.4)
     assert rows[0].shape.params == 7_241_732_096  # Mistral-7B-v0.1
-    # loading: 1/64 of the fp32 model and the largest unit (embeddings + untied head, 262M params) unsharded
-    root = 7_241_732_096 - 32 * rows[0].shape.layer
-    assert root == 2 * 32_000 * 4096 + 4096 and root > rows[0].shape.layer
-    assert rows[0].load == 4 * (7_241_732_096 / 64 + root) and rows[0].peak == rows[0].total > rows[0].load
+    # loading: 1/64 of the fp32 model, and the largest tensor (the embedding, or the untied head: 131M) whole in flight
+    embedding = 32_000 * 4096
+    assert rows[0].shape.tensor == embedding > 4096 * 14336  # larger than an MLP matrix
+    assert rows[0].load == 4 * (7_241_732_096 / 64 + embedding * (1 + 1 / 64)) and rows[0].peak == rows[0].total > rows[0].load
     assert rows[0].peak < 0.9 * GPUS["H100"][0] * 2**20
     # without activation checkpointing 8,192-token rows do not fit an H100: refused
     assert main([*args, "--set", "train.activation_checkpointing=false"]) == 2
