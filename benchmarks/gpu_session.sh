@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check issue 9 asks for, as one prepared command for a session lent a GPU (the device tool).
 #
-#   bash benchmarks/gpu_session.sh          # on the GPU machine, about 7 minutes on one H200
+#   bash benchmarks/gpu_session.sh          # on the GPU machine: at most 10 minutes (its timeouts)
 #   TINY=1 bash benchmarks/gpu_session.sh   # here, on CPU: checks the script itself (~1 minute)
 #
 # The lent machine has torch, transformers, safetensors, tensorboard, rich, pyyaml and pytest, not
