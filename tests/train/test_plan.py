@@ -182,6 +182,8 @@ def test_flops_of_a_mixture_count_only_the_experts_a_token_is_routed_to():
     assert two_of_four - one_of_four == 6 * 2 * 3 * 32 * 64  # a second expert: 3 matrices per layer
     qwen = Qwen3MoeConfig(**dims, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, head_dim=16)
     assert shape_of(qwen).inactive == 2 * 6 * 3 * 32 * 64  # 6 of 8 experts idle in each of 2 layers
+    mixtral = shape_of(MixtralConfig())  # its defaults are Mixtral-8x7B's: 46.7B parameters, 12.9B active per token
+    assert (mixtral.params, mixtral.params - mixtral.inactive) == (46_702_792_704, 12_879_925_248)
     # a mixture opening with a dense layer: memory is planned for the largest (sparse) layer
     opens_dense = Qwen3MoeConfig(**dims, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, head_dim=16,
                                  mlp_only_layers=[0])
