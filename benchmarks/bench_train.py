@@ -9,7 +9,10 @@ occiforge's loop uses; the bare loop asks for it, so that it stays the limit. Ea
 the first step to the last (imports and model build excluded; wall and CPU time), alternating sides, several
 repetitions; medians are reported with each side's peak resident memory (VmHWM). Usage:
 
-    python benchmarks/bench_train.py [--reps 3] [--steps 20] [--threads 2]
+    python benchmarks/bench_train.py [--reps 3] [--steps 20] [--threads 2] [--sft]
+
+`--sft`: the same comparison on instruction tuning rows (the demo's instruction pairs in ChatML, loss on
+the answers only, the same labels for every side).
 """
 
 from __future__ import annotations
@@ -30,19 +33,42 @@ SEQ, BATCH, VOCAB = 256, 8, 8192
 SIDES = ("occiforge", "occiforge-system-malloc", "trainer", "bare")
 
 
-def make_rows(path: Path, steps: int) -> None:
+def _texts(folder: str) -> list[dict]:
+    files = sorted((REPO / "occiforge" / "demo" / folder).glob("*.jsonl"))
+    return [json.loads(line) for f in files for line in f.open(encoding="utf-8")]
+
+
+def make_rows(path: Path, steps: int, sft: bool = False) -> None:
+    """Rows of SEQ tokens, concatenated and cut, as `{ids, labels}` in an .npz. Text: the demo corpus, every
+    token a target. `sft`: the demo's instruction pairs rendered in ChatML (the tokenizer with ChatML
+    added, 8192 ids at most), targets on the answers only: the Trainer and the bare loop get the same
+    labels, as a user of either would give them (-100 on prompts)."""
+    import tempfile
+
     import numpy as np
 
     from occiforge.recipe import TokenizerConfig
     from occiforge.tokenizer.train import train_tokenizer
 
-    files = sorted((REPO / "occiforge" / "demo" / "corpus").glob("*.jsonl"))
-    texts = [json.loads(line)["text"] for f in files for line in f.open(encoding="utf-8")]
-    tok = train_tokenizer(texts, TokenizerConfig(vocab_size=VOCAB, min_frequency=1))
-    ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(texts)])
-    need = steps * BATCH * SEQ
-    ids = np.resize(ids, need)  # repeated if the corpus is shorter than the run
-    np.save(path, ids.reshape(steps * BATCH, SEQ))
+    texts = [r["text"] for r in _texts("corpus")]
+    tok = train_tokenizer(texts, TokenizerConfig(vocab_size=VOCAB - 2 if sft else VOCAB, min_frequency=1))
+    if not sft:
+        ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(texts)])
+        labels = ids
+    else:
+        from occiforge.chat import encode, to_messages, with_template
+        from occiforge.lm import load_tokenizer
+        from occiforge.tokenizer.train import save_hf
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_hf(tok, Path(tmp))
+            chat = with_template(load_tokenizer(tmp), "chatml", "bench")
+        assert len(chat) <= VOCAB, len(chat)
+        pairs = [encode(chat, to_messages(r, "messages", "bench"), "bench") for r in _texts("sft")]
+        ids = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in pairs])
+        labels = np.where(np.concatenate([np.asarray(m, dtype=bool) for _, m in pairs]), ids, -100)
+    need = steps * BATCH * SEQ  # repeated if the text is shorter than the run
+    np.savez(path, ids=np.resize(ids, need).reshape(-1, SEQ), labels=np.resize(labels, need).reshape(-1, SEQ))
 
 
 def model():
@@ -83,7 +109,8 @@ def run_side(side: str, rows_path: Path, steps: int, threads: int) -> dict:
         from occiforge import hostmem
 
         assert hostmem.keep_freed_memory()
-    rows = torch.from_numpy(np.load(rows_path))
+    saved = np.load(rows_path)
+    rows, targets = torch.from_numpy(saved["ids"]), torch.from_numpy(saved["labels"])
     m = model()
     losses: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,8 +122,8 @@ def run_side(side: str, rows_path: Path, steps: int, threads: int) -> dict:
                             precision="fp32", save_every=10**9, log_every=10, fingerprint="bench")
 
             def get_batch(step: int, micro: int) -> dict:
-                x = rows[step * BATCH : (step + 1) * BATCH]
-                return {"input_ids": x, "labels": x}
+                at = slice(step * BATCH, (step + 1) * BATCH)
+                return {"input_ids": rows[at], "labels": targets[at]}
 
             t0 = _clock()
             hist = train(m, get_batch, spec, Path(tmp) / "ckpt")
@@ -105,7 +132,7 @@ def run_side(side: str, rows_path: Path, steps: int, threads: int) -> dict:
         elif side == "trainer":
             from transformers import Trainer, TrainingArguments, default_data_collator
 
-            data = [{"input_ids": r, "labels": r} for r in rows]
+            data = [{"input_ids": r, "labels": t} for r, t in zip(rows, targets)]
             args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-3,
                                      lr_scheduler_type="cosine", warmup_steps=2, weight_decay=0.0, adam_beta1=0.9,
                                      adam_beta2=0.95, max_grad_norm=1.0, logging_steps=10, save_strategy="no", report_to=[],
@@ -122,8 +149,8 @@ def run_side(side: str, rows_path: Path, steps: int, threads: int) -> dict:
             m.train()
             t0 = _clock()
             for step in range(steps):
-                x = rows[step * BATCH : (step + 1) * BATCH]
-                loss = m(input_ids=x, labels=x).loss
+                at = slice(step * BATCH, (step + 1) * BATCH)
+                loss = m(input_ids=rows[at], labels=targets[at]).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
                 opt.step()
@@ -141,13 +168,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--side", choices=SIDES)
     ap.add_argument("--rows")
+    ap.add_argument("--sft", action="store_true", help="instruction pairs in ChatML, targets on the answers only")
     a = ap.parse_args()
     if a.side:
         print(json.dumps(run_side(a.side, Path(a.rows), a.steps, a.threads)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        rows = Path(tmp) / "rows.npy"
-        make_rows(rows, a.steps)
+        rows = Path(tmp) / "rows.npz"
+        make_rows(rows, a.steps, a.sft)
+        if a.sft:
+            import numpy as np
+
+            print(f"instruction rows: {float((np.load(rows)['labels'][:, 1:] != -100).mean()):.0%} of positions are targets")
         results: dict[str, list[dict]] = {s: [] for s in SIDES}
         for rep in range(a.reps):
             order = SIDES[rep % len(SIDES):] + SIDES[: rep % len(SIDES)]  # alternate who goes first
