@@ -118,14 +118,13 @@ def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
     # only positions with a target go through the head: an SFT batch masks its prompts (~45% of the
     # demo's positions), whose logits would be computed for nothing
     index = target_index(labels) if index is None else index
-    if len(index) == len(targets):  # nothing masked: no copies
-        scale = torch.ones_like(targets, dtype=torch.float32) / count
-        loss, nll = _LinearCrossEntropy.apply(flat, weight, targets, scale, rows, softcap, dtype)
-        return loss, nll.reshape(b, t - 1)
-    scale = torch.ones_like(index, dtype=torch.float32) / count  # count may be a device tensor: no sync
-    loss, picked = _LinearCrossEntropy.apply(flat.index_select(0, index), weight, targets.index_select(0, index), scale,
-                                             rows, softcap, dtype)
-    nll = torch.zeros(b * (t - 1), dtype=picked.dtype, device=picked.device).index_copy_(0, index, picked)
+    whole = len(index) == len(targets)  # nothing masked: no copies
+    if not whole:
+        flat, targets = flat.index_select(0, index), targets.index_select(0, index)
+    scale = torch.ones_like(targets, dtype=torch.float32) / count  # count may be a device tensor: no sync
+    loss, nll = _LinearCrossEntropy.apply(flat, weight, targets, scale, rows, softcap, dtype)
+    if not whole:
+        nll = torch.zeros(b * (t - 1), dtype=nll.dtype, device=nll.device).index_copy_(0, index, nll)
     return loss, nll.reshape(b, t - 1)
 
 

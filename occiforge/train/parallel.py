@@ -66,9 +66,7 @@ def _from_rank0(build: Callable[[], torch.nn.Module], dist: DistInfo) -> tuple[t
         except Exception as e:  # noqa: BLE001 - every failure must reach the ranks waiting below
             failure = e
             payload = (None, None, None, str(e) if isinstance(e, UserError) else f"rank 0 could not build the model: {type(e).__name__}: {e}")
-    box = [payload]
-    torch_dist.broadcast_object_list(box, src=0)
-    config, generation, dtype, error = box[0]
+    config, generation, dtype, error = _from_main(payload)
     if failure is not None:
         raise failure  # rank 0: the original, with its traceback for a bug
     if error is not None:
@@ -87,11 +85,17 @@ def meta_model(config: Any, dtype: torch.dtype | None = None) -> torch.nn.Module
 def _agree_on_buffers(full: torch.nn.Module | None, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Rank 0's buffers by name, after every rank has learnt that the two models have the same ones."""
     own = dict(full.named_buffers()) if full is not None else {}
-    box = [sorted(set(dict(model.named_buffers())) ^ set(own)) if full is not None else None]
-    torch_dist.broadcast_object_list(box, src=0)
-    if box[0]:
-        raise RuntimeError(f"the sharded model's buffers differ from rank 0's model: {box[0][:5]}")
+    differ = _from_main(sorted(set(dict(model.named_buffers())) ^ set(own)) if full is not None else None)
+    if differ:
+        raise RuntimeError(f"the sharded model's buffers differ from rank 0's model: {differ[:5]}")
     return own
+
+
+def _from_main(obj: Any) -> Any:
+    """Rank 0's `obj` (picklable), on every rank."""
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def load_sharded(build: Callable[[], torch.nn.Module], cfg: TrainConfig, dist: DistInfo) -> torch.nn.Module:

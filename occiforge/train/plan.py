@@ -127,11 +127,9 @@ def shape_of(config: Any) -> Shape:
     """Exact parameter counts of a HF causal-LM config: the model is built on the meta device."""
     import copy
 
-    import torch
-    from transformers import AutoModelForCausalLM
+    from occiforge.train.parallel import meta_model
 
-    with torch.device("meta"):  # a copy: from_config settles the attention implementation on its config
-        model = AutoModelForCausalLM.from_config(copy.deepcopy(config))
+    model = meta_model(copy.deepcopy(config))  # a copy: from_config settles the attention implementation on its config
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise UserError(f"{type(model).__name__} ({config.model_type}): only text-only causal LMs are supported "
