@@ -166,12 +166,13 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
         logged = step % spec.log_every == 0 or step == spec.steps - 1 or validating
         saving = (step + 1) % spec.save_every == 0 and step + 1 < spec.steps
         micros = [get_batch(step, micro) for micro in range(spec.grad_accum)]
-        total, by_group = _accumulate(model, micros, device, autocast, world, len(spec.groups) if logged else 0)
+        count = _target_count(micros, device, world)
+        total, by_group = _accumulate(model, micros, device, autocast, world, count, len(spec.groups) if logged else 0)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.optim.grad_clip)
         first_bad = _track(first_bad, total, norm, step)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        meter.count(micros)
+        meter.count(micros, count)
         read = None
         if logged or saving:
             read = _checked_read(total, norm, by_group, first_bad, world, step, ckpt_dir)  # one sync (a save adds the weights' check)
@@ -271,11 +272,11 @@ def _validate(model: torch.nn.Module, validate: Callable[[torch.nn.Module], dict
 
 
 def _accumulate(model: torch.nn.Module, micros: list[Batch], device: torch.device, autocast: torch.autocast, world: int,
-                groups: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward every micro-batch of one step with loss = (sum of token NLLs) / (step's target tokens),
-    exact under -100 masking whatever the split; returns this rank's share of the loss, detached, and
-    with `groups`, the summed NLL and target count per group (2 x groups) from the same logits."""
-    count = _target_count(micros, device, world)
+                count: torch.Tensor, groups: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward every micro-batch of one step with loss = (sum of token NLLs) / (step's target tokens, `count`
+    from `_target_count`), exact under -100 masking whatever the split; returns this rank's share of the loss,
+    detached, and with `groups`, the summed NLL and target count per group (2 x groups) from the same logits."""
+    divisor = count.clamp(min=1)  # an all-masked step gets zero loss and gradients, not NaN
     total = torch.zeros((), device=device)
     stats = torch.zeros(2, groups, device=device)
     for micro in micros:
@@ -284,7 +285,7 @@ def _accumulate(model: torch.nn.Module, micros: list[Batch], device: torch.devic
             # HF's causal-LM loss sums token NLLs and divides by num_items_in_batch (loss_utils.fixed_cross_entropy);
             # FSDP2 then averages gradients over ranks, which `* world` undoes.
             # no KV cache: training needs none, and with one transformers ignores packed position_ids
-            out = model(**batch, use_cache=False, num_items_in_batch=count)
+            out = model(**batch, use_cache=False, num_items_in_batch=divisor)
         loss = out.loss * world
         loss.backward()
         total += loss.detach()
@@ -311,14 +312,15 @@ def _group_nll(nll: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, n:
 
 
 def _target_count(micros: list[Batch], device: torch.device, world: int) -> torch.Tensor:
-    """Target tokens of the step over all ranks: labels after the causal shift that are not -100.
-    Counted on the CPU labels and kept on the device (a fill, not a copy), so reading it never syncs; a
-    device tensor also makes HF divide exactly like its mean reduction, and gives compiled layers one type."""
+    """Target tokens of the step over all ranks: labels after the causal shift that are not -100; the loss's
+    divisor and the meter's tokens/s. Counted on the CPU labels and kept on the device (a fill, not a copy), so
+    reading it never syncs; a device tensor also makes HF divide exactly like its mean reduction, and gives
+    compiled layers one type."""
     local = sum(int((m["labels"][:, 1:] != -100).sum()) for m in micros)
     count = torch.full((), local, dtype=torch.long, device=device)
     if world > 1:
         torch.distributed.all_reduce(count)  # queued on the stream: the host does not wait for it
-    return count.clamp_(min=1)  # an all-masked step gets zero loss and gradients, not NaN
+    return count
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -355,12 +357,11 @@ class _Meter:
         self.device, self.world = device, world
         self.tokens, self.processed, self.t0 = 0, 0, time.perf_counter()
 
-    def count(self, micros: list[Batch]) -> None:
-        for m in micros:
-            targets = (m["labels"][:, 1:] != -100).sum()
-            # batches on an accelerator are summed there and read at the next logged step: no sync here
-            self.tokens += (int(targets) if targets.device.type == "cpu" else targets) * self.world
-            self.processed += int(m["input_ids"].numel()) * self.world
+    def count(self, micros: list[Batch], targets: torch.Tensor) -> None:
+        """`targets`: the step's target tokens over all ranks (`_target_count`), summed on its device and
+        read at the next logged step: no sync here. Every rank's micro-batches have the same shape."""
+        self.tokens = self.tokens + targets
+        self.processed += sum(int(m["input_ids"].numel()) for m in micros) * self.world
 
     @contextmanager
     def paused(self) -> Iterator[None]:

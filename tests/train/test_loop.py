@@ -183,6 +183,16 @@ def test_logged_loss_is_token_nll_sum_over_target_count(tmp_path: Path):
     assert abs(per_micro_mean - expected) > 1e-3
 
 
+def test_a_step_without_targets_trains_nothing_and_counts_no_tokens(tmp_path: Path):
+    """Every label -100 (an SFT step of prompts only): loss 0 and zero gradients, not NaN, and 0 tokens/s."""
+    model, before = _model(), _model()
+    ids = _batches(0, 0)["input_ids"]
+    spec = _with(1, grad_accum=1, optim=OptimConfig(warmup_steps=0, weight_decay=0.0))
+    history = train(model, lambda step, micro: {"input_ids": ids, "labels": torch.full_like(ids, -100)}, spec, tmp_path)
+    assert history[0]["loss"] == 0.0 and history[0]["grad_norm"] == 0.0 and history[0]["tokens_per_s"] == 0.0
+    _assert_same_params(model, before, atol=0.0)
+
+
 def test_unmasked_single_micro_batch_is_bit_identical_to_the_mean_loss(tmp_path: Path):
     """grad_accum=1 without masking, with the model's own loss, reproduces `model(**batch).loss` training bit for bit."""
     spec = _with(5, grad_accum=1, save_every=100, chunked_loss=False)

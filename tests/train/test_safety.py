@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from occiforge.context import Context, hms
 from occiforge.errors import Stopped, UserError
-from occiforge.loop import Hooks, LoopSpec, _Meter, train
+from occiforge.loop import Hooks, LoopSpec, _Meter, _target_count, train
 from occiforge.recipe import OptimConfig, validate_tree
 from occiforge.train import monitor, stage
 from occiforge.train.trainer import RunClock
@@ -135,8 +135,8 @@ def test_run_clock_leaves_out_the_steps_a_resume_skips():
 def test_throughput_counts_target_tokens_and_leaves_out_paused_time():
     meter = _Meter(torch.device("cpu"), 1)
     micros = [_rows(0, 0, 4), _rows(0, 4, 8)]  # masked rows: 39 + 33 targets of 8 x 17 processed tokens
-    meter.count(micros)
-    assert meter.tokens == 72 and meter.processed == 8 * 17
+    meter.count(micros, _target_count(micros, torch.device("cpu"), 1))  # the loop's one count of the step's targets
+    assert int(meter.tokens) == 72 and meter.processed == 8 * 17
     with meter.paused():
         time.sleep(0.5)
     spec = _spec(flops_per_token=1.0, peak_flops=1.0)
