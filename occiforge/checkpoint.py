@@ -7,6 +7,12 @@ the one that wrote the checkpoint (`world_size` in trainer_state.json): which ro
 depends on it, so a resharded resume would re-read or skip data. Optimizer state is flattened into the same
 tensor map (`optim.<param fqn>.<name>`), its param groups go to JSON. A checkpoint folder is
 written under a temporary name and renamed by rank 0, so `latest/` is always complete.
+
+A checkpoint also holds what rebuilds its model empty: the buffers outside the state dict (rotary
+`inv_freq`, as `buffer.<name>`) and, for a model transformers implements, its config (with the
+weights' dtype) and generation config. A resumed run builds the model from these on the meta device
+and fills it from the checkpoint: no rank loads the model it started from again (27 GiB read and
+broadcast by rank 0 for a 7B, only for the checkpoint to replace it).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from occiforge.dist import barrier
 from occiforge.errors import UserError
 
 LATEST, PREVIOUS = "latest", "previous"
+CONFIG, GENERATION = "config.json", "generation_config.json"  # the model's structure (see `structure`)
 
 
 @contextmanager
@@ -50,11 +57,16 @@ def _single_process_ok() -> Iterator[None]:
         yield
 
 
-def _flat(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """Model and optimizer state as one flat name -> tensor map (tied weights stored once)."""
+def _flat(model: torch.nn.Module, opt: torch.optim.Optimizer,
+          buffers: bool = True) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Model and optimizer state as one flat name -> tensor map (tied weights stored once); with `buffers`,
+    the buffers the state dict leaves out too."""
     flat: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
-    for key, value in get_model_state_dict(model).items():
+    model_sd = get_model_state_dict(model)
+    if buffers:
+        flat.update({f"buffer.{name}": buf for name, buf in model.named_buffers() if name not in model_sd})
+    for key, value in model_sd.items():
         local = value.to_local() if hasattr(value, "to_local") else value
         if local.untyped_storage().data_ptr() in seen and local.numel():
             continue  # a tied weight (lm_head = embed_tokens)
@@ -81,6 +93,7 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=True))
         barrier()
         if rank == 0:
+            _write_structure(tmp, model)
             (tmp / "optimizer_groups.json").write_text(json.dumps(groups))
             files = {p.name: [p.stat().st_size, artifacts.file_digest(p)] for p in sorted(tmp.iterdir()) if p.is_file()}
             (tmp / "trainer_state.json").write_text(json.dumps({**state, "files": files}))  # last: marks it complete
@@ -94,6 +107,24 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             os.replace(final, previous)  # kept until the next save: the fallback if `latest` is damaged
         os.replace(tmp, final)
     barrier()
+
+
+def _write_structure(folder: Path, model: torch.nn.Module) -> None:
+    """The config (with the weights' dtype) and generation config of a model transformers implements."""
+    config = getattr(model, "config", None)
+    if config is None or any(c.__module__.startswith("transformers_modules") for c in type(model).__mro__):
+        return  # not a HF model, or one with its own code: a resume builds it as it was built first
+    fields = json.loads(config.to_json_string(use_diff=False))
+    fields["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    (folder / CONFIG).write_text(json.dumps(fields, indent=2))
+    if (generation := getattr(model, "generation_config", None)) is not None:
+        generation.to_json_file(folder / GENERATION)
+
+
+def structure(folder: Path) -> Path | None:
+    """The folder holding the latest checkpoint's model config, for a resume to build the model from; None
+    where the checkpoint has none (not a transformers model, or written before checkpoints kept it)."""
+    return folder / LATEST if (folder / LATEST / CONFIG).is_file() else None
 
 
 def damage(ckpt: Path) -> str | None:
@@ -133,10 +164,13 @@ def usable(folder: Path, log: Callable[[str], None], rank: int = 0) -> dict[str,
 
 
 def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load the latest checkpoint into `model` (buffers too, where the checkpoint has them) and `optimizer`."""
     ckpt = folder / LATEST
-    flat, _ = _flat(model, optimizer)
+    reader = HuggingFaceStorageReader(str(ckpt))
     with _single_process_ok():
-        dcp.load(flat, storage_reader=HuggingFaceStorageReader(str(ckpt)))
+        saved = reader.read_metadata().state_dict_metadata
+        flat, _ = _flat(model, optimizer, buffers=any(k.startswith("buffer.") for k in saved))
+        dcp.load(flat, storage_reader=reader)
     model_sd = {k.removeprefix("model."): v for k, v in flat.items() if k.startswith("model.")}
     set_model_state_dict(model, model_sd, options=StateDictOptions(strict=False))
     state: dict[str, dict[str, torch.Tensor]] = {}

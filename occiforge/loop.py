@@ -89,10 +89,19 @@ def make_optimizer(model: torch.nn.Module, spec: LoopSpec) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.optim.betas, fused=fused, foreach=not fused)
 
 
-def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, spec: LoopSpec, rank: int, world: int,
-            log: Callable[[str], None]) -> tuple[int, list[dict[str, Any]]]:
+@dataclass
+class ResumePoint:
+    """Where a run starts: the trainer state of the checkpoint it resumes (its weights still to be restored),
+    or None: from step 0."""
+
+    state: dict[str, Any] | None
+
+
+def resume_point(ckpt_dir: Path, fingerprint: str, rank: int, world: int, log: Callable[[str], None]) -> ResumePoint:
+    """Decide once whether a run resumes: the newest whole checkpoint of this exact run and world size. One of
+    another configuration is set aside; one of another world size is refused (its rows would differ)."""
     state = checkpoint.usable(ckpt_dir, log, rank)
-    if state is None or state.get("fingerprint") != spec.fingerprint:
+    if state is None or state.get("fingerprint") != fingerprint:
         aside = ckpt_dir.with_name(ckpt_dir.name + ".stale")  # one kept: days of training are not deleted unasked
         if state is not None:
             log(f"checkpoint {ckpt_dir / checkpoint.LATEST} (step {state.get('step')}) is from another configuration: "
@@ -103,13 +112,12 @@ def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, 
             ckpt_dir.rename(aside)
         elif rank == 0:
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # nothing usable in it
-        return 0, []
+        return ResumePoint(None)
     # a row's position in the plan depends on the number of ranks: another count would re-read or skip rows
     if state.get("world_size", world) != world:
         raise UserError(f"checkpoint {ckpt_dir / checkpoint.LATEST} was written by {state['world_size']} ranks and this run "
                         f"has {world}: resume with {state['world_size']} ranks, or delete {ckpt_dir} to start over")
-    state = checkpoint.restore(ckpt_dir, model, opt)
-    return int(state["step"]), list(state["history"])
+    return ResumePoint(state)
 
 
 def train(
@@ -121,6 +129,7 @@ def train(
     log: Callable[[str], None] = lambda msg: None,
     rank: int = 0,
     hooks: Hooks | None = None,
+    resume: ResumePoint | None = None,
 ) -> list[dict[str, Any]]:
     """Train for `spec.steps` optimizer steps, resuming from `ckpt_dir` if a checkpoint of this
     exact run exists; `get_batch(step, micro)` must be deterministic for exact resumption.
@@ -128,11 +137,12 @@ def train(
     A non-finite loss or gradient norm stops the run (UserError naming the first bad step; the last good
     checkpoint stays, and no checkpoint is ever written from a non-finite state);
     `hooks.should_stop()` turning true writes a checkpoint and raises `Stopped`.
+    `resume`: the caller's `resume_point` decision (made before it built the model), else decided here.
     The loss is computed beside the head where the model allows (`occiforge.lossfn`; `spec.chunked_loss`)."""
     with lossfn.chunked(model, spec.chunked_loss) as on:
         if on:  # the positions with a target, found on the CPU labels: the device never waits for them
             get_batch = _with_target_index(get_batch)
-        return _train(model, get_batch, spec, ckpt_dir, on_step, log, rank, hooks or Hooks())
+        return _train(model, get_batch, spec, ckpt_dir, on_step, log, rank, hooks or Hooks(), resume)
 
 
 def _with_target_index(get_batch: Callable[[int, int], Batch]) -> Callable[[int, int], Batch]:
@@ -143,11 +153,16 @@ def _with_target_index(get_batch: Callable[[int, int], Batch]) -> Callable[[int,
 
 
 def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec: LoopSpec, ckpt_dir: Path,
-           on_step: Callable[[int, float], None] | None, log: Callable[[str], None], rank: int, hooks: Hooks) -> list[dict[str, Any]]:
+           on_step: Callable[[int, float], None] | None, log: Callable[[str], None], rank: int, hooks: Hooks,
+           resume: ResumePoint | None) -> list[dict[str, Any]]:
     device = next(model.parameters()).device
     opt = make_optimizer(model, spec)
     world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
-    start, history = _resume(ckpt_dir, model, opt, spec, rank, world, log)
+    resume = resume or resume_point(ckpt_dir, spec.fingerprint, rank, world, log)
+    start, history = 0, []
+    if resume.state is not None:
+        state = checkpoint.restore(ckpt_dir, model, opt)
+        start, history = int(state["step"]), list(state["history"])
     if start:
         log(f"resuming from step {start} ({ckpt_dir / checkpoint.LATEST})")
     if hooks.on_resume:

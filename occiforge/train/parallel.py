@@ -8,11 +8,15 @@ never sees any of this; a single CPU process gets the model back unchanged unles
 ranks build its structure on the meta device, shard it, and receive their shards from rank 0
 (torch's `set_model_state_dict(broadcast_from_rank0=True)`, torchtune's pattern). Host RAM per
 node is one fp32 model plus shards, not one model per rank (8 x 27 GiB for a 7B on an 8-GPU node).
+
+`empty_model`: a resumed run builds the model on every rank from the config its checkpoint keeps,
+allocates it empty and lets the checkpoint fill it: nothing reads the model it started from again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +26,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
 )
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
+from occiforge import checkpoint
 from occiforge.dist import DistInfo
 from occiforge.errors import UserError
 from occiforge.recipe import TrainConfig
@@ -80,6 +85,22 @@ def meta_model(config: Any, dtype: torch.dtype | None = None) -> torch.nn.Module
     """An empty (meta-device) causal LM of `config`: its structure, no memory."""
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config, attn_implementation=config._attn_implementation, dtype=dtype)
+
+
+def empty_model(folder: Path, cfg: TrainConfig, dist: DistInfo) -> torch.nn.Module:
+    """The model of the checkpoint in `folder` (its `config.json`, dtype included, and generation config), wrapped
+    by `parallelize` and allocated on this rank's device, uninitialised: `checkpoint.restore` fills every weight
+    and buffer. Same on every rank: nothing is broadcast."""
+    config = AutoConfig.from_pretrained(folder)  # no remote code: a checkpoint keeps the config of transformers' models only
+    model = meta_model(config, config.dtype)
+    if (folder / checkpoint.GENERATION).is_file():
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+    model.config.use_cache = False
+    model = parallelize(model, cfg, dist)
+    model.to_empty(device=dist.device)
+    if dist.world_size == 1:
+        model.tie_weights()  # to_empty gives each module its own tensor; FSDP2 keeps a tied pair one parameter
+    return model
 
 
 def _agree_on_buffers(full: torch.nn.Module | None, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -28,12 +28,12 @@ from occiforge.dist import DistInfo, any_rank, barrier
 from occiforge.errors import Stopped, UserError
 from occiforge.io import open_token_docs
 from occiforge.lm import load_config, load_tokenizer, read_extension
-from occiforge.loop import Hooks, LoopSpec, train
+from occiforge.loop import Hooks, LoopSpec, resume_point, train
 from occiforge.recipe import PlannedModel, Recipe, TrainConfig
 from occiforge.train import monitor, sft
 from occiforge.train.model import build_model, preflight_vocab
 from occiforge.train.packing import Docs, PackedMixture, PlanCache
-from occiforge.train.parallel import load_sharded, meta_model, parallelize
+from occiforge.train.parallel import empty_model, load_sharded, meta_model, parallelize
 from occiforge.train.plan import flops_per_token, model_steps
 
 Batch = dict[str, torch.Tensor]
@@ -166,10 +166,13 @@ def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[di
     barrier()
 
 
-def _build(ctx: Context, pm: PlannedModel, s: Setup) -> tuple[torch.nn.Module, Any]:
-    """The model to train, wrapped for scale, and the tokenizer it is saved with (the chat tokenizer for sft)."""
+def _build(ctx: Context, pm: PlannedModel, s: Setup, saved: Path | None) -> tuple[torch.nn.Module, Any]:
+    """The model to train, wrapped for scale, and the tokenizer it is saved with (the chat tokenizer for sft).
+    `saved`: the checkpoint a resume starts from (`checkpoint.structure`): the model is built empty from it."""
     r, dist = ctx.recipe, ctx.dist
     tok = sft.chat_tokenizer(s.conv_dir, pm) if pm.kind == "sft" and s.conv_dir is not None else s.tok
+    if saved is not None:
+        return empty_model(saved, r.train, dist), tok
 
     def build() -> torch.nn.Module:
         model = build_model(pm.init, r.train.architecture, s.tok, r.seed, ctx.stage_dir("train"), s.known, s.streams,
@@ -253,7 +256,9 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     rows = packed_rows(pm, s, cfg, r.seed, dist.world_size, PlanCache(plan_dir))
     usage = rows.usage()
     warn_repeats(ctx, pm, usage)
-    model, tok = _build(ctx, pm, s)
+    say = lambda msg: ctx.log(f"  {pm.name}: {msg}")  # noqa: E731
+    resume = resume_point(ckpt_dir, fp, dist.rank, dist.world_size, say)  # decided before the build: a resume needs no init weights
+    model, tok = _build(ctx, pm, s, checkpoint.structure(ckpt_dir) if resume.state is not None else None)
     spec = LoopSpec(steps=steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
                     save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp, groups=tuple(rows.langs),
                     flops_per_token=_flops(model, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device, cfg.precision),
@@ -275,7 +280,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
         try:
             history = train(model, batch_source(rows, cfg, dist.rank, dist.world_size), spec, ckpt_dir, rank=dist.rank,
                             on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss, run=clock.tick()),
-                            log=lambda msg: ctx.log(f"  {pm.name}: {msg}"), hooks=hooks)
+                            log=say, hooks=hooks, resume=resume)
         except UserError as e:
             raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
         except Stopped as e:

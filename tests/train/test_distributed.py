@@ -25,10 +25,12 @@ def test_only_rank_zero_builds_the_model_and_every_rank_gets_its_shards(tmp_path
     for rank in (0, 1):
         *families, refused, crashed, remote = [json.loads(line) for line in Path(f"{out}.{rank}").read_text().splitlines()]
         assert [r["family"] for r in families] == ["llama", "gemma2", "qwen3"]
-        for r in families:
-            assert r["built"] == (rank == 0) and r["vocab"] == 100 and r["eos"] == [5, 6], (rank, r)
-            assert r["weights_equal"] and r["buffers_equal"] and r["logits_max_diff"] < 1e-5, (rank, r)
-            assert r["tied"] == (r["family"] != "qwen3"), (rank, r)  # tied weights stay one parameter
+        for row in families:
+            assert row["built"] == (rank == 0), (rank, row)
+            for r in (row, row["resumed"]):  # as loaded from rank 0, and as a resume rebuilds it from its checkpoint
+                assert r["vocab"] == 100 and r["eos"] == [5, 6], (rank, row)
+                assert r["weights_equal"] and r["buffers_equal"] and r["logits_max_diff"] < 1e-5, (rank, row)
+                assert r["tied"] == (row["family"] != "qwen3"), (rank, row)  # tied weights stay one parameter
         assert refused == {"raised": "UserError", "message": "init 'broken': cannot load"}
         # any other failure of rank 0's build: the original there, one line on the others; nobody waits
         assert crashed == ({"raised": "RuntimeError", "message": "disk on fire"} if rank == 0 else

@@ -125,3 +125,38 @@ def test_sequence_longer_than_the_model_positions_is_refused_before_training(tmp
     recipe = load_recipe(_write(tmp_path, tree))
     with pytest.raises(Exception, match=r"models.base \(base\): train.seq_len 64 .* above the model's 64 positions"):
         _preflight_positions(recipe, recipe.plan())
+
+
+@pytest.mark.slow
+def test_a_resumed_instruct_model_is_built_from_its_checkpoint_and_ends_as_an_uninterrupted_one(
+        sft_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """The resume builds the model (chat rows, generation config, buffers) from the checkpoint alone: the
+    model it started from is never loaded again, and the result equals `sft_run`'s uninterrupted one."""
+    import torch
+    from safetensors.torch import load_file
+
+    from occiforge.train import trainer
+
+    recipe, real_train = _write(tmp_path, _sft_tree(tmp_path / "run")), trainer.train
+
+    def stopped_in_chat(model, get_batch, spec, ckpt_dir, **kw):  # as a SIGTERM during chat
+        if ckpt_dir.name == ".chat.ckpt":
+            calls = iter(range(1000))
+            kw["hooks"].should_stop = lambda: next(calls) >= 2
+        return real_train(model, get_batch, spec, ckpt_dir, **kw)
+
+    monkeypatch.setattr(trainer, "train", stopped_in_chat)
+    assert main(["run", recipe, "-q", "--to", "train"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint at step 3 written" in err, err  # the 3rd look is after step 2 (the 1st: before training)
+    monkeypatch.setattr(trainer, "train", real_train)
+    monkeypatch.setattr(trainer, "build_model", lambda *a, **k: pytest.fail("a resume loaded its init model"))
+    assert main(["run", recipe, "--to", "train"]) == 0
+    out = capsys.readouterr()
+    assert "chat: resuming from step 3" in out.out + out.err, out
+
+    ours, straight = tmp_path / "run" / "models" / "chat", sft_run / "models" / "chat"
+    a, b = load_file(ours / "model.safetensors"), load_file(straight / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    for name in ("config.json", "generation_config.json"):
+        assert json.loads((ours / name).read_text()) == json.loads((straight / name).read_text()), name
