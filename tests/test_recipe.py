@@ -35,6 +35,21 @@ def test_unknown_key_names_path_and_file(tmp_path: Path):
     assert msg == f"{tmp_path / 'r.yaml'}: train.optim.lrr: unknown key"
 
 
+@pytest.mark.parametrize("edit, said", [
+    (lambda t: t.update(langauges=t.pop("languages")), "langauges: unknown key (did you mean 'languages'?) (+1 more)"),
+    (lambda t: t["data"]["sources"][0].update(pth=t["data"]["sources"][0].pop("path")),
+     "data.sources.0.pth: unknown key (did you mean 'path'?) (+1 more)"),
+    (lambda t: t["models"].update(base={"mixtur": {"en": 1}}), "models.base.mixtur: unknown key (did you mean 'mixture'?)"),
+    (lambda t: t["models"]["base"].update(kind="pretrian"), "models.base.kind: 'pretrian' is not one of pretrain, bilingual, sft"),
+    (lambda t: t["models"].update(base={"init": "scratch"}), "models.base: give exactly one of 'mixture'"),
+])
+def test_a_typo_in_a_required_key_names_the_typo_not_the_missing_key(tmp_path: Path, edit, said):
+    tree = tiny_tree(tmp_path)
+    edit(tree)
+    msg = _error(tree, tmp_path)
+    assert msg.startswith(f"{tmp_path / 'r.yaml'}: {said}"), msg
+
+
 def test_wrong_type_names_path(tmp_path: Path):
     tree = tiny_tree(tmp_path)
     tree["models"]["cpt"]["replay"] = "lots"

@@ -8,6 +8,7 @@ the whole `Recipe`, its cross-checks and loading, and re-exports every section's
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from occiforge.recipe.models import (
     RecordKind,
     SftModel,
     TrainConfig,
+    kind_problem,
 )
 from occiforge.recipe.outputs import (
     EvalConfig,
@@ -183,14 +185,21 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def format_validation_error(source: str, err: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
-    first = err.errors()[0]
+    """One line: the first problem, a typo'd key before the required key it leaves missing."""
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     parts = [*prefix, *first["loc"]]
     if len(parts) > 2 and parts[0] == "models" and parts[2] in MODEL_TAGS:
         del parts[2]  # the union's tag: the user wrote models.<key>.<field>
-    loc = ".".join(str(p) for p in parts)
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        siblings = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1]]
+        close = difflib.get_close_matches(str(first["loc"][-1]), siblings, n=1)
+        msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+    elif first["type"] == "model_kind":
+        below, msg = kind_problem(first["input"])
+        parts += below
+    loc = ".".join(str(p) for p in parts)
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{source}: {loc}: {msg}{more}" if loc else f"{source}: {msg}{more}"  # cross-field checks name their keys
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -238,9 +239,23 @@ def _model_kind(v: Any) -> str | None:
     return {"targets": "bilingual", "mixture": "pretrain", "data": "sft"}[given[0]] if len(given) == 1 else None
 
 
+KIND_RULE = "give exactly one of 'mixture' (kind: pretrain), 'targets' (kind: bilingual) or 'data' (kind: sft)"
+
+
+def kind_problem(entry: Any) -> tuple[list[str], str]:
+    """Why a models entry has no kind, as (key path below the entry, message): a `kind` that is none of
+    them, a key no kind has (a typo of 'mixture' hides the kind), or the rule itself."""
+    if isinstance(entry, dict):
+        if "kind" in entry and entry["kind"] not in MODEL_TAGS:
+            return ["kind"], f"{entry['kind']!r} is not one of {', '.join(MODEL_TAGS)}"
+        known = {name for cls in (PretrainModel, BilingualModel, SftModel) for name in cls.model_fields}
+        if unknown := [str(k) for k in entry if k not in known]:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            return [unknown[0]], "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+    return [], KIND_RULE
+
+
 ModelSpec = Annotated[
     Annotated[PretrainModel, Tag("pretrain")] | Annotated[BilingualModel, Tag("bilingual")] | Annotated[SftModel, Tag("sft")],
-    Discriminator(_model_kind, custom_error_type="model_kind",
-                  custom_error_message="give exactly one of 'mixture' (kind: pretrain), 'targets' (kind: bilingual) "
-                                       "or 'data' (kind: sft)"),
+    Discriminator(_model_kind, custom_error_type="model_kind", custom_error_message=KIND_RULE),
 ]
