@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from occiforge.chat import IM_END, IM_START, reply, stop_ids
+from occiforge.chat import IM_END, IM_START, Messages, reply, stop_ids
 from occiforge.io import open_token_docs
 from occiforge.lm import load_tokenizer
 from occiforge.recipe import PlannedModel
@@ -82,6 +82,16 @@ def set_chat_generation(model: Any, chat_tok: Any) -> None:
     model.generation_config.pad_token_id = chat_tok.pad_token_id
 
 
+def sample_prompt(convs: list[Messages]) -> tuple[Messages, str] | None:
+    """(prompt, reference answer) of the first conversation with a user turn before an assistant turn (one that
+    opens with the assistant has nothing to prompt with), or None."""
+    for messages in convs:
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        if any(m["role"] == "user" for m in messages[:last]):
+            return messages[:last], messages[last]["content"]
+    return None
+
+
 def write_samples(folder: Path, conv_dir: Path, pm: PlannedModel, max_new_tokens: int = 48) -> list[dict[str, Any]]:
     """One answer per language of the saved model to its first held-out prompt, beside the reference."""
     from occiforge.lm import load_causal_lm
@@ -93,11 +103,10 @@ def write_samples(folder: Path, conv_dir: Path, pm: PlannedModel, max_new_tokens
         for lang in src.languages:
             path = conv_dir / key / lang / HELDOUT_MESSAGES
             convs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
-            if not convs or lang in {s["lang"] for s in samples}:
+            if lang in {s["lang"] for s in samples} or (found := sample_prompt(convs)) is None:
                 continue
-            messages = convs[0]
-            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-            samples.append({"lang": lang, "prompt": messages[:last], "reference": messages[last]["content"],
-                            "answer": reply(model, tok, messages[:last], max_new_tokens)})
+            prompt, reference = found
+            samples.append({"lang": lang, "prompt": prompt, "reference": reference,
+                            "answer": reply(model, tok, prompt, max_new_tokens)})
     (folder / SAMPLES_FILE).write_text(json.dumps(samples, ensure_ascii=False, indent=1), encoding="utf-8")
     return samples

@@ -31,7 +31,7 @@ from occiforge.loop import LoopSpec, train
 from occiforge.recipe import OptimConfig, TokenizerConfig
 from occiforge.tokenizer.train import sample_texts, save_hf, train_tokenizer
 from occiforge.train.packing import Docs, PackedMixture
-from occiforge.train.sft import add_chat_rows
+from occiforge.train.sft import add_chat_rows, sample_prompt
 from tests.conftest import REPO
 
 THREE = [
@@ -188,6 +188,13 @@ def test_a_conversation_opening_with_the_answer_does_not_train_on_the_header(tok
     ids, mask = encode(chat, [{"role": "assistant", "content": "Hello there."}, {"role": "user", "content": "Hi"},
                               {"role": "assistant", "content": "Fine."}], "test")
     assert chat.decode([i for i, m in zip(ids, mask) if m]) == f"Hello there.{IM_END}Fine.{IM_END}"
+
+
+def test_the_sample_answer_prompts_with_the_first_conversation_that_has_a_user_turn():
+    opening = [{"role": "assistant", "content": "Hello, how can I help?"}]  # nothing to prompt with
+    asked = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    assert sample_prompt([opening, asked]) == (asked[:2], "Hello")
+    assert sample_prompt([opening, opening[::-1] + [{"role": "user", "content": "?"}]]) is None
 
 
 def test_chat_history_drops_whole_old_exchanges_to_fit(tokenizers):
