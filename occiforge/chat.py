@@ -31,11 +31,12 @@ Messages = list[dict[str, str]]
 
 def with_template(tok: Any, template: str, where: str) -> Any:
     """`tok` ready for conversations: `chatml` adds the two special tokens (new ids after every old
-    one) and the template; `tokenizer` keeps the tokenizer's own template, an error where it has none.
+    one) and the template; `tokenizer` keeps the tokenizer's own template, an error where it has none
+    (`where` names the tokenizer).
     End of a turn is end of generation: the saved generation config stops there."""
     if template == "tokenizer":
         if not getattr(tok, "chat_template", None):
-            raise UserError(f"{where}: the tokenizer has no chat template; use chat_template: chatml")
+            raise UserError(f"{where} has no chat template; use chat_template: chatml")
         return tok
     tok.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]})
     tok.chat_template = CHATML

@@ -64,9 +64,12 @@ def fingerprint(ctx: Context) -> str:
 def _encode_language(tok: Any, src: ChatSource, lang: str, model: str) -> tuple[list[Any], list[Any]]:
     """(messages, ids, target mask) of every conversation, split into train and the last `heldout`."""
     convs = []
-    for where, rec in iter_records(src.path, lang, src.split, src.lang_key, single=len(src.languages) == 1):
-        messages = to_messages(rec, src.messages_key, f"models.{model}: {where}")
-        convs.append((messages, *encode(tok, messages, where)))
+    try:
+        for where, rec in iter_records(src.path, lang, src.split, src.lang_key, single=len(src.languages) == 1):
+            messages = to_messages(rec, src.messages_key, where)
+            convs.append((messages, *encode(tok, messages, where)))
+    except UserError as e:  # a source's problem, said with the model that reads it
+        raise UserError(f"models.{model}: {e}") from None
     if len(convs) <= src.heldout:
         raise UserError(f"models.{model}: {src.path} has {len(convs)} conversations in {lang}, "
                         f"not more than heldout={src.heldout}")
@@ -82,7 +85,8 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
     toks: dict[str, Any] = {}
     for _, template, _, model in jobs.values():
         if template not in toks:
-            toks[template] = with_template(load_tokenizer(ctx.stage_dir("tokenizer")), template, f"models.{model}: tokenizer")
+            path = ctx.stage_dir("tokenizer")
+            toks[template] = with_template(load_tokenizer(path), template, f"models.{model}: the run's tokenizer ({path})")
     out: dict[str, Any] = {"base_vocab_size": len(base), "tokenizers": {t: f"tokenizer-{t}" for t in toks}, "sources": {}}
     with artifacts.staged_dir(ctx.stage_dir("conversations")) as tmp:
         for template, tok in toks.items():

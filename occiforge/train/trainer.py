@@ -63,7 +63,12 @@ def setup(ctx: Context, plan: list[PlannedModel]) -> Setup:
     tok_dir = ctx.stage_dir("tokenizer")
     tok, extension = load_tokenizer(tok_dir), read_extension(tok_dir)
     known = {pm.name for pm in plan}
-    preflight_vocab([pm.init for pm in plan], tok, known=known, extension=extension)
+    for init in dict.fromkeys(pm.init for pm in plan):  # each init once, said with the first model that starts from it
+        try:
+            preflight_vocab([init], tok, known=known, extension=extension)
+        except UserError as e:
+            pm = next(pm for pm in plan if pm.init == init)
+            raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
     _preflight_positions(r, plan)
     docs = {lang: Docs(*open_token_docs(ctx.stage_dir("tokens") / lang)) for lang in r.languages}
     conv_dir = None

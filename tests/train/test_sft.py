@@ -162,7 +162,7 @@ def test_instruction_response_records_read_as_one_exchange():
 
 def test_a_tokenizer_without_a_template_is_refused_when_asked_for_its_own(tokenizers):
     base, _ = tokenizers
-    with pytest.raises(UserError, match="models.chat: tokenizer: the tokenizer has no chat template"):
+    with pytest.raises(UserError, match="models.chat: tokenizer has no chat template; use chat_template: chatml"):
         with_template(base, "tokenizer", "models.chat: tokenizer")
 
 
