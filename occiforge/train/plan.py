@@ -55,14 +55,21 @@ from typing import Any
 from occiforge.errors import UserError
 from occiforge.recipe import PlannedModel, Recipe, TrainConfig
 
-# GPU memory as the driver reports it (nvidia-smi, MiB) and dense bf16 peak FLOP/s (no sparsity)
-GPUS: dict[str, tuple[int, float]] = {
-    "H100": (81_559, 989e12),
-    "H200": (143_771, 989e12),
-    "A100": (81_920, 312e12),  # the 80 GB part
-    "A100-80": (81_920, 312e12),
-    "A100-40": (40_960, 312e12),
+# GPU memory as the driver reports it (nvidia-smi, MiB), dense bf16 peak FLOP/s (no sparsity) and fp32 peak:
+# an fp32 run's products run on the CUDA cores, not the tensor cores (torch leaves TF32 off; so does occiforge)
+GPUS: dict[str, tuple[int, float, float]] = {
+    "H100": (81_559, 989e12, 67e12),
+    "H200": (143_771, 989e12, 67e12),
+    "A100": (81_920, 312e12, 19.5e12),  # the 80 GB part
+    "A100-80": (81_920, 312e12, 19.5e12),
+    "A100-40": (40_960, 312e12, 19.5e12),
 }
+
+
+def peak_flops(gpu_type: str, precision: str) -> float:
+    """The dense peak FLOP/s that the run's products reach at best: bf16 on the tensor cores, fp32 without."""
+    _, bf16, fp32 = GPUS[gpu_type]
+    return bf16 if precision == "bf16" else fp32
 # occiforge's own GPU benchmark (BENCHMARKS.md, "~1B Llama, sequence 4096", benchmarks/gpu_train.py):
 # 52.9% with FSDP2 + compile on one H200, under its convention 6·N (all weights) + 12·L·h·T; in this
 # module's convention (`flops_per_token`: no input embedding) the same run is 50.5%. One GPU, ~1B
@@ -279,7 +286,7 @@ def total(mem: dict[str, float], checkpointing: bool) -> float:
 
 def estimate(r: Recipe, gpus: int, gpu_type: str, mfu: float) -> list[Estimate]:
 
-    peak = GPUS[gpu_type][1]
+    peak = peak_flops(gpu_type, r.train.precision)
     cfg = r.train
     shapes: dict[str, Shape] = {}
     out = []
@@ -326,7 +333,8 @@ def render(r: Recipe, rows: list[Estimate], gpus: int, gpu_type: str, mfu: float
     cap = GPUS[gpu_type][0] * 2**20
     source = f" ({MFU_SOURCE}; pass --mfu for your cluster)" if mfu == DEFAULT_MFU else ""
     head = (f"plan for {r.name}: {gpus} x {gpu_type} ({_gib(cap)} each, {RESERVE:.0%} kept free), MFU {mfu:.2f}{source}, "
-            f"seq_len {cfg.seq_len}, micro-batch {cfg.batch_size}, grad_accum {cfg.grad_accum}, {cfg.precision}, "
+            f"seq_len {cfg.seq_len}, micro-batch {cfg.batch_size}, grad_accum {cfg.grad_accum}, {cfg.precision} "
+            f"(peak {peak_flops(gpu_type, cfg.precision) / 1e12:g} TFLOP/s), "
             f"activation checkpointing {'on' if cfg.activation_checkpointing else 'off'}")
     lines = [head]
     for e in rows:

@@ -35,7 +35,10 @@ def test_numbers_of_a_tiny_recipe_by_hand(recipe: Path):
     # 6·(weights without the input embedding + the tied head's V·h) + attention, 12·L·h_q·T
     per_token = 6 * (29_536 - 19_200 + 600 * 32) + 12 * 1 * 32 * 32
     assert base.flops == per_token * 3072 == 582_156_288
-    assert base.gpu_hours == pytest.approx(582_156_288 / (989e12 * 0.4) / 3600)
+    # fp32: the H100's fp32 peak (67 TFLOP/s, no TF32), not its bf16 tensor-core peak (989)
+    assert base.gpu_hours == pytest.approx(582_156_288 / (67e12 * 0.4) / 3600)
+    bf16 = estimate(load_recipe(recipe, ["train.precision=bf16"]), gpus=2, gpu_type="H100", mfu=0.4)[0]
+    assert bf16.gpu_hours == pytest.approx(582_156_288 / (989e12 * 0.4) / 3600)
     # loading under FSDP2: the fp32 shards, the largest tensor (the embedding) whole in flight and its half
     assert base.shape.tensor == 19_200 and base.load == 4 * (29_536 / 2 + 19_200 * 1.5) and base.peak == base.total
     m = base.memory
