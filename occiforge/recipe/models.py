@@ -40,7 +40,7 @@ class OptimConfig(Strict):
     schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd only
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)  # AdamW's own range
     grad_clip: float = Field(1.0, gt=0)
 
 
@@ -163,7 +163,7 @@ class BilingualModel(_ModelEntry):
 
     kind: Literal["bilingual"] = "bilingual"
     targets: list[str] = Field(min_length=1)
-    replay: float = Field(0.3, ge=0.0, le=1.0)
+    replay: float = Field(0.3, ge=0.0, lt=1.0)  # 1.0 would train a target model on none of its language
     replay_language: str = "en"
 
     _v = field_validator("targets")(_check_langs)
