@@ -153,12 +153,16 @@ def _quiet_libraries() -> None:
         pass
 
 
+ONE_SHOT = {"validate", "plan", "languages", "chat"}  # commands with nothing to resume
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     hostmem.keep_freed_memory()
     try:
         code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
         dist.finish()
         return code
     except UserError as e:
@@ -168,8 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"occiforge: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
-        print("occiforge: interrupted; run the same command again to resume", file=sys.stderr)
+        again = "; run the same command again to resume" if args.command not in ONE_SHOT else ""
+        print(f"occiforge: interrupted{again}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `occiforge plan ... | head`: the reader left; nothing to say, and no traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -81,3 +81,17 @@ def test_validate_prints_resolved_recipe(capsys, tiny_recipe):
     assert main(["validate", str(tiny_recipe), "--set", "train.steps=3"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["train"]["steps"] == 3 and resolved["tokenizer"]["kind"] == "bpe"
+
+
+def test_a_reader_that_leaves_early_is_no_traceback():
+    """`occiforge languages | head -1`: the pipe closes before occiforge writes; exit 141 (SIGPIPE's), stderr empty."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "-m", "occiforge.cli", "languages"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err[-2000:]
