@@ -167,14 +167,23 @@ def repl(model_path: str, max_new_tokens: int = 128, system: str | None = None) 
     /reset starts over). Lines come from stdin, so a conversation can also be piped in."""
     import sys
 
-    from occiforge.lm import check_vocab, load_causal_lm, load_tokenizer
+    from occiforge.lm import (
+        check_available,
+        check_vocab,
+        load_causal_lm,
+        load_tokenizer,
+    )
 
+    check_available(model_path, "chat --model")  # offline or mistyped: one line now, not a minute of Hub retries
     tok = load_tokenizer(model_path)
     if not getattr(tok, "chat_template", None):
         raise UserError(f"{model_path}: the tokenizer has no chat template (train a `kind: sft` model, or use an instruct model)")
     model = load_causal_lm(model_path).eval()
     check_vocab(model, tok, model_path)
     limit = getattr(model.config, "max_position_embeddings", None)
+    budget = limit - max_new_tokens if limit else None  # prompt tokens the answer leaves room for
+    if budget is not None and budget < 1:
+        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's {limit} positions")
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)
     interactive = sys.stdin.isatty()
@@ -190,19 +199,27 @@ def repl(model_path: str, max_new_tokens: int = 128, system: str | None = None) 
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line.strip()})
-        messages = fit(tok, messages, len(start), limit - max_new_tokens if limit else None)
+        messages = fit(tok, messages, len(start), budget)
+        if budget is not None and (n := prompt_tokens(tok, messages)) > budget:
+            print(f"occiforge: that message makes a prompt of {n} tokens; this model has room for {budget} "
+                  f"({limit} positions - {max_new_tokens} for the answer): say it shorter", file=sys.stderr)
+            messages.pop()
+            continue
         answer = reply(model, tok, messages, max_new_tokens)
         messages.append({"role": "assistant", "content": answer})
         # piped: one answer a line, its own line breaks written as \n
         print(f"model> {answer}" if interactive else answer.replace("\n", "\\n"), flush=True)
 
 
+def prompt_tokens(tok: Any, messages: Messages) -> int:
+    """Tokens of the prompt `messages` make, the assistant's header included."""
+    return len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+
+
 def fit(tok: Any, messages: Messages, keep: int, budget: int | None) -> Messages:
     """The conversation without its oldest exchanges (the first `keep` messages, the system prompt,
     stay) until its prompt has at most `budget` tokens; the last message always stays."""
-    def size(m: Messages) -> int:
-        return len(tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-    while budget is not None and len(messages) > keep + 1 and size(messages) > budget:
+    while budget is not None and len(messages) > keep + 1 and prompt_tokens(tok, messages) > budget:
         cut = keep + 1
         while cut < len(messages) - 1 and messages[cut]["role"] != "user":  # drop a whole exchange
             cut += 1

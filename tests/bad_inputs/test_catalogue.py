@@ -204,6 +204,7 @@ CASES: list[tuple[str, Setup, str]] = [
      run_with(_model(chat={"kind": "sft", "init": "base", "chat_template": "tokenizer",
                            "data": [{"path": "builtin:demo", "languages": ["de"]}]}), "-q"),
      "models.chat: the run's tokenizer ("),
+    ("chat-model-missing", argv("chat", "--model", "{tmp}/nowhere"), "chat --model: not found: {tmp}/nowhere"),
     ("chat-no-template", lambda tmp, run: ["chat", "--model", str(run / "models" / "base")], "has no chat template"),
     ("chat-vocab-mismatch", lambda tmp, run: _chat_tokenizer_on_base(tmp, run), "but the model's embedding has"),
     ("chat-max-new-tokens-zero", lambda tmp, run: ["chat", "--model", str(run / "models" / "base"), "--max-new-tokens", "0"],

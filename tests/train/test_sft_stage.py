@@ -64,9 +64,18 @@ def test_saved_instruct_model_answers_through_its_chat_template(sft_run: Path):
                                   return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
+    long = "Hallo! " * 200  # beyond the model's 128 positions: said on stderr, not answered
     proc = subprocess.run([sys.executable, "-m", "occiforge.cli", "chat", "--model", str(folder), "--max-new-tokens", "4"],
-                          check=False, input="Hallo!\nWie geht es?\n", capture_output=True, text=True, cwd=REPO, timeout=120)
+                          check=False, input=f"Hallo!\n{long}\nWie geht es?\n", capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2, proc.stderr[-500:]
+    assert "has room for 124 (128 positions - 4 for the answer): say it shorter" in proc.stderr, proc.stderr[-500:]
+
+
+@pytest.mark.slow
+def test_chat_without_room_for_a_prompt_is_one_line(sft_run: Path, capsys):
+    assert main(["chat", "--model", str(sft_run / "models" / "chat"), "--max-new-tokens", "128"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "occiforge: error: --max-new-tokens 128 leaves no room for a prompt in the model's 128 positions", err
 
 
 @pytest.mark.slow
