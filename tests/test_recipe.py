@@ -54,6 +54,7 @@ def test_a_typo_in_a_required_key_names_the_typo_not_the_missing_key(tmp_path: P
     (lambda t: t["models"]["cpt"].update(replay=1.0), "models.cpt.replay: Input should be less than 1"),
     (lambda t: t["train"]["optim"].update(betas=[0.9, 1.5]), "train.optim.betas.1: Input should be less than 1"),
     (lambda t: t["train"]["optim"].update(betas=[-0.1, 0.99]), "train.optim.betas.0: Input should be greater than or equal to 0"),
+    (lambda t: t["train"].update(seq_len=64), "train.seq_len: 64 (+1 for the shifted target) is above the 64 positions"),
 ])
 def test_values_that_cannot_train_are_refused_at_validation(tmp_path: Path, edit, said):
     tree = tiny_tree(tmp_path)

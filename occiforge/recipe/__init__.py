@@ -121,6 +121,11 @@ class Recipe(Strict):
                     raise ValueError(f"models.{key}: makes a model named {pm.name!r}, as models.{made[pm.name]} does; "
                                      "model names must be unique")
                 made[pm.name] = key
+        positions = self.train.architecture.max_position_embeddings
+        if any(spec.init == "scratch" for spec in self.models.values()) and self.train.seq_len + 1 > positions:
+            # rows are seq_len + 1 tokens; models loaded from elsewhere are checked when training starts
+            raise ValueError(f"train.seq_len: {self.train.seq_len} (+1 for the shifted target) is above the "
+                             f"{positions} positions of train.architecture, which models from scratch are built with")
         return self
 
     @model_validator(mode="after")

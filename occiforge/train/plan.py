@@ -369,11 +369,14 @@ def check_fits(rows: list[Estimate], gpus: int, gpu_type: str, r: Recipe) -> Non
                             f"{'train on more GPUs (FSDP2 shards it)' if gpus == 1 else 'use a GPU with more memory or a smaller model'}")
         if e.total > usable:
             raise UserError(f"models.{e.key} ({e.name}): needs about {_gib(e.total)} per GPU, more than {where} with "
-                            f"{gpus} GPU(s); {_remedies(r)}")
+                            f"{gpus} GPU(s); {_remedies(r, e, usable)}")
 
 
-def _remedies(r: Recipe) -> str:
-    """Only what the recipe has not done already."""
+def _remedies(r: Recipe, e: Estimate, usable: float) -> str:
+    """Only what could help and the recipe has not done already."""
+    fixed = e.memory["states"] + e.memory["fsdp_working"]  # no batch size or checkpointing makes these smaller
+    if fixed > usable:
+        return f"add GPUs: the weights, gradients and AdamW states alone need {_gib(fixed)} per GPU"
     todo = ["add GPUs"]
     if r.train.batch_size > 1:
         todo.append("lower train.batch_size (raise grad_accum)")

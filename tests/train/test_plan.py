@@ -93,6 +93,14 @@ def test_the_refusal_suggests_only_what_is_not_set(recipe: Path, capsys: pytest.
     assert len(err) == 1 and err[0].endswith("with 1 GPU(s); add GPUs"), err
 
 
+def test_a_model_whose_states_alone_do_not_fit_is_told_only_to_add_gpus(recipe: Path, capsys: pytest.CaptureFixture[str]):
+    # ~3.2B parameters x 16 bytes on one A100-40: no batch size or checkpointing can help
+    assert main(["plan", str(recipe), "--gpu-type", "A100-40", "--set", "train.architecture.hidden_size=4096",
+                 "--set", "train.architecture.intermediate_size=11008", "--set", "train.architecture.num_layers=16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "; add GPUs: the weights, gradients and AdamW states alone need " in err[0], err
+
+
 def _folder(tmp_path: Path, config) -> str:
     path = tmp_path / type(config).__name__
     config.save_pretrained(path)

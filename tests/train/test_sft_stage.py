@@ -126,13 +126,19 @@ def test_chat_with_a_tokenizer_larger_than_the_model_is_one_line(sft_run: Path, 
 
 
 def test_sequence_longer_than_the_model_positions_is_refused_before_training(tmp_path: Path, capsys):
-    tree = tiny_tree(tmp_path / "run")
-    tree["train"]["seq_len"] = 64  # rows of 65 tokens, positions 64
+    """A loaded model's positions are read from its config (the recipe's own architecture is checked by validation)."""
+    from transformers import LlamaConfig
+
     from occiforge.recipe import load_recipe
     from occiforge.train.trainer import _preflight_positions
 
+    LlamaConfig(max_position_embeddings=64).save_pretrained(tmp_path / "ext")
+    tree = tiny_tree(tmp_path / "run")
+    tree["train"]["seq_len"] = 64  # rows of 65 tokens, positions 64
+    tree["train"]["architecture"]["max_position_embeddings"] = 128
+    tree["models"] = {"ext": {"init": str(tmp_path / "ext"), "mixture": {"en": 1.0}}}
     recipe = load_recipe(_write(tmp_path, tree))
-    with pytest.raises(Exception, match=r"models.base \(base\): train.seq_len 64 .* above the model's 64 positions"):
+    with pytest.raises(Exception, match=r"models.ext \(ext\): train.seq_len 64 .* above the model's 64 positions"):
         _preflight_positions(recipe, recipe.plan())
 
 
