@@ -101,7 +101,7 @@ def test_extension_of_another_tokenizer_is_refused(base_run: Path, small_bpe, ca
     tree = _extension_tree(base_run, "wrong", str(other), languages=["el"])
     assert _run(tree, base_run) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # (model loading may draw a progress bar first)
-    assert last.startswith("occiforge: error: init ") and "extended a different tokenizer" in last
+    assert last.startswith("occiforge: error: models.cpt (cpt-el): init ") and "extended a different tokenizer" in last
     assert not (base_run / "wrong" / "models" / "cpt-el").exists()
 
 

@@ -88,7 +88,8 @@ def test_a_plan_that_does_not_fit_is_refused_naming_the_model(recipe: Path, caps
 def test_the_refusal_suggests_only_what_is_not_set(recipe: Path, capsys: pytest.CaptureFixture[str]):
     # checkpointing on and a micro-batch of one: only more GPUs are left to suggest
     assert main(["plan", str(recipe), "--gpu-type", "A100-40", "--set", "train.activation_checkpointing=true",
-                 "--set", "train.batch_size=1", "--set", "train.seq_len=20000000"]) == 2
+                 "--set", "train.batch_size=1", "--set", "train.seq_len=20000000",
+                 "--set", "train.architecture.max_position_embeddings=20000001"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("with 1 GPU(s); add GPUs"), err
 
