@@ -215,11 +215,8 @@ class SftModel(_ModelEntry):
         return {lang for src in self.data for lang in src.languages}
 
     def mixture(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for src in self.data:
-            for lang in src.languages:
-                out[lang] = out.get(lang, 0.0) + src.weight
-        return out
+        """Each language at its one weight, however many sources it has (their sets are one pass)."""
+        return {lang: src.weight for src in self.data for lang in src.languages}
 
     def plan(self, key: str, train: TrainConfig) -> list[PlannedModel]:
         return [PlannedModel(name=key, kind="sft", mixture=self.mixture(), chat=list(self.data),

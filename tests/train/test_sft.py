@@ -213,7 +213,8 @@ def test_source_weights_are_per_language_and_one_conversation_is_held_out():
     from occiforge.recipe.models import SftModel
 
     src = {"path": "builtin:demo", "languages": ["de"]}
-    SftModel(init="base", data=[src, {**src, "path": "/x"}])  # equal weights: one pass over both
+    both = SftModel(init="base", data=[{**src, "languages": ["de", "en"]}, {**src, "path": "/x"}])  # one pass over de's two
+    assert both.mixture() == {"de": 1.0, "en": 1.0}  # de's two sources share its one weight, not twice en's
     with pytest.raises(ValueError, match="de is in several sources with different weights"):
         SftModel(init="base", data=[src, {**src, "path": "/x", "weight": 9}])
     with pytest.raises(ValueError, match="greater than or equal to 1"):
