@@ -17,7 +17,6 @@ from occiforge import checkpoint
 from occiforge.errors import UserError
 from occiforge.loop import LoopSpec, lr_at, make_optimizer, train
 from occiforge.recipe import OptimConfig
-from occiforge.train.sampler import MixtureSampler
 
 
 def _model() -> LlamaForCausalLM:
@@ -32,14 +31,22 @@ def _spec(steps: int = 10) -> LoopSpec:
                     save_every=3, log_every=1, fingerprint="fp-test")
 
 
-def _sampler() -> MixtureSampler:
-    # periodic streams: learnable, so the loss has somewhere to go
-    streams = {"en": np.tile(np.arange(20, dtype=np.uint16), 100), "de": np.tile(np.arange(10, 40, dtype=np.uint16), 30)}
-    return MixtureSampler(streams, {"en": 0.3, "de": 0.7}, seq_len=16, seed=1)
+# periodic streams: learnable, so the loss has somewhere to go
+_STREAMS = (np.tile(np.arange(20, dtype=np.int64), 100), np.tile(np.arange(10, 40, dtype=np.int64), 30))
+
+
+def _windows(key: int, n: int) -> torch.Tensor:
+    """`n` rows of 17 tokens, random windows of the two streams (30/70), a pure function of `key`."""
+    rng = np.random.default_rng([1, key])
+    rows = []
+    for which in rng.choice(2, size=n, p=[0.3, 0.7]):
+        start = int(rng.integers(0, len(_STREAMS[which]) - 17 + 1))
+        rows.append(_STREAMS[which][start : start + 17])
+    return torch.from_numpy(np.stack(rows))
 
 
 def _batches(step: int, micro: int) -> dict[str, torch.Tensor]:
-    ids, _ = _sampler().batch(step * 2 + micro, 4)
+    ids = _windows(step * 2 + micro, 4)
     return {"input_ids": ids, "labels": ids}
 
 
@@ -66,14 +73,6 @@ def test_a_run_without_room_to_decay_trains_its_last_step_at_lr(schedule: str, s
     """Even with min_lr_ratio 0 a one-step model (or warm-up and one step) is trained, not left unchanged."""
     spec = _with(steps, optim=OptimConfig(warmup_steps=warmup, schedule=schedule, min_lr_ratio=0.0))
     assert lr_at(steps - 1, spec) == 1e-2
-
-
-def test_sampler_is_a_function_of_step_and_follows_mixture():
-    a, langs = _sampler().batch(5, 400)
-    b, _ = _sampler().batch(5, 400)
-    assert torch.equal(a, b) and not torch.equal(a, _sampler().batch(6, 400)[0])
-    assert a.shape == (400, 17)
-    assert 0.6 < langs.count("de") / 400 < 0.8
 
 
 def test_interrupted_training_resumes_exactly(tmp_path: Path):
@@ -143,7 +142,7 @@ def _with(steps: int, **over: object) -> LoopSpec:
 
 def _masked_rows(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """8 rows for `step` with unevenly masked labels (like SFT prompts); one row has no target at all."""
-    ids, _ = _sampler().batch(step, 8)
+    ids = _windows(step, 8)
     labels = ids.clone()
     for row, k in enumerate(_MASKED):
         labels[row, :k] = -100
@@ -180,7 +179,7 @@ def test_logged_loss_is_token_nll_sum_over_target_count(tmp_path: Path):
     history = train(model, lambda step, micro: micros[micro], _with(1, grad_accum=2), tmp_path, on_step=lambda s, loss: seen.append(loss))
     assert seen[0] == pytest.approx(expected, abs=1e-6) and history[0]["loss"] == pytest.approx(expected, abs=1e-5)
     per_micro_mean = sum(float(n) / c for n, c in zip(nll, counts)) / 2  # the old formula, visibly different here
-    assert abs(per_micro_mean - expected) > 1e-3
+    assert abs(per_micro_mean - expected) > 1e-4  # 100x the tolerance above
 
 
 def test_a_step_without_targets_trains_nothing_and_counts_no_tokens(tmp_path: Path):
