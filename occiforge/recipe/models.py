@@ -57,6 +57,9 @@ class TrainConfig(Strict):
     compile: bool = False  # torch.compile each decoder layer
     chunked_loss: bool = True  # the loss beside the head, chunk by chunk, no logits kept (occiforge.lossfn); false: the model's own
     activation_checkpointing: bool = False
+    # rows packed from several documents: each token attends to its own document only (position_ids restart per
+    # document, as they always do for conversations); false: across the row, as most pre-training does
+    attention_within_documents: bool = False
     save_every: int = Field(100, ge=1)  # resumable checkpoint interval (steps)
     log_every: int = Field(10, ge=1)
     val_every: int | None = Field(None, ge=1)  # validation loss per language on held-out tokens; default: never

@@ -9,8 +9,9 @@ the documents, so row `g` is the same in an interrupted and a resumed run, and t
 front how many tokens and epochs of each language it will use.
 
 Labels: the first token of every piece is never a target (nothing in the row predicts it), and
-with a target mask (conversations) only its tokens are. Conversations restart `position_ids`
-per piece, which transformers turns into attention kept inside each conversation.
+with a target mask (conversations) only its tokens are. Conversations (and documents, with
+`within=True`) restart `position_ids` per piece, which transformers turns into attention kept
+inside each piece; without them a row is one sequence, attending across its documents.
 """
 
 from __future__ import annotations
@@ -225,9 +226,11 @@ class PackedMixture:
     epochs it uses); asking for a row beyond it is an error, not a silent wrap-around."""
 
     def __init__(self, docs: dict[str, Docs], weights: dict[str, float], window: int, seed: int, total_rows: int,
-                 pad_id: int, conversations: bool = False, where: str = "train", cache: PlanCache | None = None):
+                 pad_id: int, conversations: bool = False, where: str = "train", cache: PlanCache | None = None,
+                 within: bool = False):
         self.langs = [lang for lang, w in weights.items() if w > 0]
         self.window, self.pad, self.conversations = window, pad_id, conversations
+        self.within = within or conversations  # attention inside each piece: conversations always
         self.passes = {}
         for i, lang in enumerate(self.langs):
             p = LanguagePass(docs[lang], window, seed, i, split_long=not conversations, cache=cache)
@@ -275,13 +278,13 @@ class PackedMixture:
         return ids, labels, pos, li
 
     def batch(self, rows: range) -> dict[str, torch.Tensor]:
-        """input_ids, labels, groups (language index per row), and position_ids for conversations."""
+        """input_ids, labels, groups (language index per row), and position_ids where attention stays within pieces."""
         if rows.stop > len(self.row_lang):
             raise IndexError(f"row {rows.stop - 1} is beyond the plan's {len(self.row_lang)} rows")
         parts = [self.row(g) for g in rows]
         out = {"input_ids": torch.from_numpy(np.stack([p[0] for p in parts])),
                "labels": torch.from_numpy(np.stack([p[1] for p in parts])),
                "groups": torch.tensor([p[3] for p in parts])}
-        if self.conversations:
+        if self.within:
             out["position_ids"] = torch.from_numpy(np.stack([p[2] for p in parts]))
         return out

@@ -97,7 +97,8 @@ def packed_rows(pm: PlannedModel, s: Setup, cfg: TrainConfig, seed: int, world: 
     total = model_steps(pm, cfg, world) * cfg.grad_accum * world * cfg.batch_size
     docs = sft.chat_docs(s.conv_dir, pm) if pm.kind == "sft" and s.conv_dir else s.docs
     return PackedMixture(docs, pm.mixture, cfg.seq_len + 1, seed, total, pad_id=s.tok.pad_token_id,
-                         conversations=pm.kind == "sft", where=f"models.{pm.key} ({pm.name})", cache=cache)
+                         conversations=pm.kind == "sft", where=f"models.{pm.key} ({pm.name})", cache=cache,
+                         within=cfg.attention_within_documents)
 
 
 def batch_source(rows: PackedMixture, cfg: TrainConfig, rank: int, world: int) -> Callable[[int, int], Batch]:

@@ -92,6 +92,28 @@ def test_labels_skip_piece_starts_and_padding_and_conversations_restart_position
         assert all(labels[i] == -100 for i in range(10) if ids[i] == 0)  # padding is never a target
 
 
+@pytest.mark.parametrize("within", [False, True])
+def test_documents_attend_within_themselves_only_when_asked(within: bool):
+    """Pre-training rows are one sequence by default; `within` restarts positions per document, and a tiny
+    Llama then sees the second document of a packed row exactly as it sees that document alone."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    mix = PackedMixture({"de": _docs([4, 3, 2])}, {"de": 1.0}, window=10, seed=0, total_rows=1, pad_id=0, within=within)
+    batch = mix.batch(range(1))
+    assert ("position_ids" in batch) == within
+    ids = batch["input_ids"][0].tolist()
+    start = next(i for i in range(1, 10) if ids[i] != ids[0])  # where the second document begins
+    end = next(i for i in range(start, 10) if ids[i] != ids[start])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, max_position_embeddings=16)).eval()
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.items() if k != "labels" and k != "groups"}, use_cache=False).logits[0]
+        alone = model(input_ids=batch["input_ids"][:, start:end], use_cache=False).logits[0]
+    assert torch.allclose(packed[start:end], alone, atol=1e-5) == within
+
+
 def test_conversations_longer_than_a_row_are_left_out_and_counted():
     mix = PackedMixture({"de": _docs([5, 30, 4])}, {"de": 1.0}, window=10, seed=0, total_rows=2, pad_id=0, conversations=True)
     assert mix.usage()["de"]["left_out_too_long"] == 1 and mix.usage()["de"]["tokens_per_epoch"] == 9
