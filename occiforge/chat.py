@@ -198,13 +198,14 @@ def repl(model_path: str, max_new_tokens: int = 128, system: str | None = None) 
             continue
         if not line.strip():
             continue
-        messages.append({"role": "user", "content": line.strip()})
-        messages = fit(tok, messages, len(start), budget)
-        if budget is not None and (n := prompt_tokens(tok, messages)) > budget:
+        turn = {"role": "user", "content": line.strip()}
+        if budget is not None and (n := prompt_tokens(tok, [*start, turn])) > budget:  # before `fit` drops history
             print(f"occiforge: that message makes a prompt of {n} tokens; this model has room for {budget} "
                   f"({limit} positions - {max_new_tokens} for the answer): say it shorter", file=sys.stderr)
-            messages.pop()
+            if not interactive:
+                print(flush=True)  # piped: still one line out for each line in
             continue
+        messages = fit(tok, [*messages, turn], len(start), budget)
         answer = reply(model, tok, messages, max_new_tokens)
         messages.append({"role": "assistant", "content": answer})
         # piped: one answer a line, its own line breaks written as \n

@@ -116,6 +116,9 @@ def _write_structure(folder: Path, model: torch.nn.Module) -> None:
         return  # not a HF model, or one with its own code: a resume builds it as it was built first
     fields = json.loads(config.to_json_string(use_diff=False))
     fields["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if hasattr(model, "get_output_embeddings") and (out := model.get_output_embeddings()) is not None:
+        # as the weights are, not as the config says: transformers unties a head saved apart from its embedding
+        fields["tie_word_embeddings"] = out.weight is model.get_input_embeddings().weight
     (folder / CONFIG).write_text(json.dumps(fields, indent=2))
     if (generation := getattr(model, "generation_config", None)) is not None:
         generation.to_json_file(folder / GENERATION)
@@ -148,6 +151,7 @@ def usable(folder: Path, log: Callable[[str], None], rank: int = 0) -> dict[str,
         if not ckpt.is_dir():
             continue
         if (problem := damage(ckpt)) is None:
+            barrier()  # every rank has read it before rank 0 renames it (a rank still hashing would find files gone)
             if name == PREVIOUS and rank == 0:
                 os.replace(ckpt, folder / LATEST)
             barrier()
@@ -170,6 +174,9 @@ def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     with _single_process_ok():
         saved = reader.read_metadata().state_dict_metadata
         flat, _ = _flat(model, optimizer, buffers=any(k.startswith("buffer.") for k in saved))
+        if unused := sorted(k for k in saved if k.startswith("model.") and k not in flat):  # DCP would skip them silently
+            raise UserError(f"checkpoint {ckpt} holds weights this model has no place for ({', '.join(unused[:3])}); "
+                            f"delete {folder} to start over")
         dcp.load(flat, storage_reader=reader)
     model_sd = {k.removeprefix("model."): v for k, v in flat.items() if k.startswith("model.")}
     set_model_state_dict(model, model_sd, options=StateDictOptions(strict=False))

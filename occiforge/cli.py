@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -176,8 +177,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"occiforge: interrupted{again}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `occiforge plan ... | head`: the reader left; nothing to say, and no traceback at exit
+        if not _reader_gone():
+            raise  # a broken pipe elsewhere is a real error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a shell reports a process ended by SIGPIPE
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLERR)
+        return bool(poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno, or no poll on this platform
+        return False
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ def _extends_vocab(r: Recipe, pm: PlannedModel, known: set[str]) -> bool:
 def model_fingerprints(ctx: Context) -> dict[str, str]:
     """Per model: its config, the run's hyper-parameters, the token shards and its init's fingerprint."""
     r = ctx.recipe
-    hyper = r.train.model_dump(mode="json", exclude=_NOT_HASHED)
+    # an option added later is hashed only when set: runs from before it keep their fingerprints (and checkpoints)
+    unset = {"attention_within_documents"} if not r.train.attention_within_documents else set()
+    hyper = r.train.model_dump(mode="json", exclude=_NOT_HASHED | unset)
     known = {pm.name for pm in r.plan()}
     fps: dict[str, str] = {}
     for pm in r.plan():

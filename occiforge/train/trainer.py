@@ -263,7 +263,10 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     usage = rows.usage()
     warn_repeats(ctx, pm, usage)
     say = lambda msg: ctx.log(f"  {pm.name}: {msg}")  # noqa: E731
-    resume = resume_point(ckpt_dir, fp, dist.rank, dist.world_size, say)  # decided before the build: a resume needs no init weights
+    try:  # decided before the build: a resume needs no init weights
+        resume = resume_point(ckpt_dir, fp, dist.rank, dist.world_size, say)
+    except UserError as e:
+        raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
     model, tok = _build(ctx, pm, s, checkpoint.structure(ckpt_dir) if resume.state is not None else None)
     spec = LoopSpec(steps=steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
                     save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp, groups=tuple(rows.langs),

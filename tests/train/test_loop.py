@@ -14,6 +14,7 @@ from torch.distributed.fsdp import fully_shard
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from occiforge import checkpoint
+from occiforge.dist import DistInfo
 from occiforge.errors import UserError
 from occiforge.loop import LoopSpec, lr_at, make_optimizer, train
 from occiforge.recipe import OptimConfig
@@ -99,6 +100,25 @@ def test_interrupted_training_resumes_exactly(tmp_path: Path):
     assert [h["step"] for h in history] == list(range(10))
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_a_head_saved_apart_from_its_embedding_is_rebuilt_apart_and_never_dropped(tmp_path: Path):
+    """The checkpoint's config says how the weights are tied, not how the model's config says they were:
+    a resume rebuilds an untied head, and a checkpoint weight the model has no place for is an error."""
+    from occiforge.recipe import TrainConfig
+    from occiforge.train.parallel import empty_model
+
+    model = _model()  # tied by its config
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # as transformers loads a separate head
+    spec = _with(2, grad_accum=1, save_every=1)
+    train(model, _batches, spec, tmp_path)  # a checkpoint after step 1
+    assert json.loads((tmp_path / "latest" / "config.json").read_text())["tie_word_embeddings"] is False
+    rebuilt = empty_model(tmp_path / "latest", TrainConfig(), DistInfo.single())
+    assert rebuilt.lm_head.weight is not rebuilt.model.embed_tokens.weight
+    checkpoint.restore(tmp_path, rebuilt, make_optimizer(rebuilt, spec))
+    tied = _model()
+    with pytest.raises(UserError, match=r"holds weights this model has no place for \(model.lm_head.weight\)"):
+        checkpoint.restore(tmp_path, tied, make_optimizer(tied, spec))
 
 
 def test_checkpoint_of_another_run_is_not_resumed(tmp_path: Path):

@@ -171,6 +171,7 @@ def test_the_model_fingerprint_follows_mixture_order_not_monitoring(tmp_path: Pa
     assert fp != _fps(tmp_path, {"de": 1.0, "en": 1.0})  # another data order
     assert fp == _fps(tmp_path, {"en": 1.0, "de": 1.0}, val_every=5, val_tokens=64, tensorboard=False)
     assert fp != _fps(tmp_path, {"en": 1.0, "de": 1.0}, seq_len=16)  # what changes the weights still counts
+    assert fp != _fps(tmp_path, {"en": 1.0, "de": 1.0}, attention_within_documents=True)  # hashed once set
 
 
 @pytest.mark.slow
