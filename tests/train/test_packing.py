@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from occiforge.errors import UserError
+from occiforge.train import packing
 from occiforge.train.packing import (
     CHUNK,
     Docs,
@@ -145,7 +146,20 @@ def _mixture(cache: PlanCache | None) -> PackedMixture:
     return PackedMixture(_mix_docs(), _MIX, window=33, seed=7, total_rows=600, pad_id=0, cache=cache)
 
 
-def test_a_shared_plan_gives_the_same_rows_and_is_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture
+def cache_every_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sharing tests' languages are small: have their epochs cached as a large language's are."""
+    monkeypatch.setattr(packing, "CACHED_EPOCH_PIECES", 0)
+
+
+def test_a_small_language_repeated_many_times_caches_only_its_pieces(tmp_path: Path):
+    mix = PackedMixture({"de": _docs([10])}, {"de": 1.0}, window=33, seed=0, total_rows=5000, pad_id=0, cache=PlanCache(tmp_path))
+    assert mix.usage()["de"]["epochs"] == 5000
+    assert [p.name.rsplit("-", 1)[1] for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["pieces"]
+
+
+def test_a_shared_plan_gives_the_same_rows_and_is_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              cache_every_epoch: None):
     plain, cached = _mixture(None), _mixture(PlanCache(tmp_path))
     assert plain.usage() == cached.usage() and plain.usage()["de"]["epochs"] > 2  # several epochs planned
     want = np.stack([plain.row(g)[1] for g in range(600)])
@@ -174,6 +188,7 @@ def _rank(folder: str, out: str, start: object) -> None:
         return original(self, e)
 
     LanguagePass._build = counted  # type: ignore[method-assign]
+    packing.CACHED_EPOCH_PIECES = 0  # as in the fixture: a spawned process imports the module afresh
     start.wait()  # type: ignore[attr-defined]  # all ranks plan at the same moment
     rows = _mixture(PlanCache(Path(folder)))
     rows.usage()
@@ -197,7 +212,7 @@ def test_ranks_planning_at_once_build_each_epoch_once(tmp_path: Path):
     assert not [f for f in (tmp_path / "plan").iterdir() if f.name.startswith(".") and not f.name.endswith(".lock")]
 
 
-def test_without_file_locks_a_second_copy_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_without_file_locks_a_second_copy_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_every_epoch: None):
     def no_locks(*args: object) -> None:
         raise OSError(37, "No locks available")
 
