@@ -44,6 +44,7 @@ from torch.distributed.checkpoint.state_dict import (
 from occiforge import artifacts
 from occiforge.dist import barrier
 from occiforge.errors import UserError
+from occiforge.lm import runs_own_code
 
 LATEST, PREVIOUS = "latest", "previous"
 CONFIG, GENERATION = "config.json", "generation_config.json"  # the model's structure (see `structure`)
@@ -112,7 +113,7 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 def _write_structure(folder: Path, model: torch.nn.Module) -> None:
     """The config (with the weights' dtype) and generation config of a model transformers implements."""
     config = getattr(model, "config", None)
-    if config is None or any(c.__module__.startswith("transformers_modules") for c in type(model).__mro__):
+    if config is None or runs_own_code(model):
         return  # not a HF model, or one with its own code: a resume builds it as it was built first
     fields = json.loads(config.to_json_string(use_diff=False))
     fields["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")

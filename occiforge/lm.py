@@ -78,6 +78,12 @@ def check_vocab(model: Any, tok: Any, where: str) -> None:
         raise UserError(f"{where}: tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows; extend the model or use its tokenizer")
 
 
+def runs_own_code(model: Any) -> bool:
+    """Whether the model's class came from its own code (`trust_remote_code`), not from transformers: another
+    process cannot rebuild it from its config alone."""
+    return any(c.__module__.startswith("transformers_modules") for c in type(model).__mro__)
+
+
 def load_config(path: str | Path, trust_remote_code: bool = False) -> Any:
     """A model's config only (no weights): for checks that must run before any work."""
     from transformers import AutoConfig

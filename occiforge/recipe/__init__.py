@@ -8,7 +8,6 @@ the whole `Recipe`, its cross-checks and loading, and re-exports every section's
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from pydantic import (
 
 from occiforge import languages
 from occiforge.errors import UserError
-from occiforge.recipe.base import BUILTIN_DEMO, Strict, _check_langs
+from occiforge.recipe.base import BUILTIN_DEMO, Strict, _check_langs, unknown_key
 from occiforge.recipe.data import (
     DataConfig,
     ExecutorConfig,
@@ -199,8 +198,7 @@ def format_validation_error(source: str, err: ValidationError, prefix: tuple[Any
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         siblings = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1]]
-        close = difflib.get_close_matches(str(first["loc"][-1]), siblings, n=1)
-        msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+        msg = unknown_key(str(first["loc"][-1]), siblings)
     elif first["type"] == "model_kind":
         below, msg = kind_problem(first["input"])
         parts += below

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -14,6 +17,12 @@ BUILTIN_DEMO = "builtin:demo"
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """'unknown key', with the known key it is most likely a typo of."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def _check_langs(codes: list[str] | None) -> list[str] | None:

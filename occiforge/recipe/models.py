@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -13,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from occiforge.recipe.base import Strict, _check_langs
+from occiforge.recipe.base import Strict, _check_langs, unknown_key
 
 
 class ArchitectureConfig(Strict):
@@ -250,8 +249,7 @@ def kind_problem(entry: Any) -> tuple[list[str], str]:
             return ["kind"], f"{entry['kind']!r} is not one of {', '.join(MODEL_TAGS)}"
         known = {name for cls in (PretrainModel, BilingualModel, SftModel) for name in cls.model_fields}
         if unknown := [str(k) for k in entry if k not in known]:
-            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-            return [unknown[0]], "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+            return [unknown[0]], unknown_key(unknown[0], known)
     return [], KIND_RULE
 
 

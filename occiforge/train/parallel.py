@@ -15,6 +15,7 @@ allocates it empty and lets the checkpoint fill it: nothing reads the model it s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,12 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
 )
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from occiforge import checkpoint
 from occiforge.dist import DistInfo
 from occiforge.errors import UserError
+from occiforge.lm import load_config, runs_own_code
 from occiforge.recipe import TrainConfig
 
 
@@ -64,7 +66,7 @@ def _from_rank0(build: Callable[[], torch.nn.Module], dist: DistInfo) -> tuple[t
     if dist.is_main:
         try:
             full = build()
-            if type(full).__module__.startswith("transformers_modules"):  # other ranks cannot rebuild its class
+            if runs_own_code(full):  # other ranks cannot rebuild its class
                 raise UserError(f"{type(full).__name__} runs its own code (trust_remote_code): under FSDP2 only models "
                                 "transformers implements can be loaded; train it in one process")
             payload = (full.config, full.generation_config, next(full.parameters()).dtype, None)
@@ -91,10 +93,10 @@ def empty_model(folder: Path, cfg: TrainConfig, dist: DistInfo) -> torch.nn.Modu
     """The model of the checkpoint in `folder` (its `config.json`, dtype included, and generation config), wrapped
     by `parallelize` and allocated on this rank's device, uninitialised: `checkpoint.restore` fills every weight
     and buffer. Same on every rank: nothing is broadcast."""
-    config = AutoConfig.from_pretrained(folder)  # no remote code: a checkpoint keeps the config of transformers' models only
+    config = load_config(folder)  # no remote code: a checkpoint keeps the config of transformers' models only
     model = meta_model(config, config.dtype)
     if (folder / checkpoint.GENERATION).is_file():
-        model.generation_config = GenerationConfig.from_pretrained(folder)
+        model.generation_config = GenerationConfig.from_dict(json.loads((folder / checkpoint.GENERATION).read_text()))
     model.config.use_cache = False
     model = parallelize(model, cfg, dist)
     model.to_empty(device=dist.device)

@@ -79,13 +79,16 @@ def setup(ctx: Context, plan: list[PlannedModel]) -> Setup:
 
 
 def _preflight_positions(r: Recipe, plan: list[PlannedModel]) -> None:
-    """Each row is seq_len + 1 tokens: a model with fewer positions would fail (or extrapolate) mid-run."""
+    """Each row is seq_len + 1 tokens: a model with fewer positions would fail (or extrapolate) mid-run. Models
+    from scratch (and their descendants) have the recipe's positions, which validating the recipe checked."""
     window, limits = r.train.seq_len + 1, {}
     for pm in plan:
         if pm.init == "scratch":
-            limits[pm.name] = r.train.architecture.max_position_embeddings
+            limits[pm.name] = None
+        elif pm.init in limits:  # an earlier model of this run
+            limits[pm.name] = limits[pm.init]
         else:
-            limits[pm.name] = limits.get(pm.init) or getattr(load_config(pm.init).get_text_config(), "max_position_embeddings", None)
+            limits[pm.name] = getattr(load_config(pm.init).get_text_config(), "max_position_embeddings", None)
         if limits[pm.name] is not None and window > limits[pm.name]:
             raise UserError(f"models.{pm.key} ({pm.name}): train.seq_len {r.train.seq_len} (+1 for the shifted target) "
                             f"is above the model's {limits[pm.name]} positions")
