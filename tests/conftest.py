@@ -73,11 +73,15 @@ SLOW_TESTS = {
 }
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it), for torchrun's --master_port."""
+def torchrun(logs: Path, *args: str) -> list[str]:
+    """The command that runs ARGS under torchrun with 2 processes, on a port free on 127.0.0.1 right now
+    (the OS picks it). torchrun's own logs go to `logs` (a test's tmp_path): left alone, it leaves
+    a `torchelastic_*` folder in the system's temp directory for every launch."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={port}",
+            "--log-dir", str(logs / "torchrun-logs"), *args]
 
 
 def occiforge_cli(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from occiforge.cli import main
+from tests.conftest import torchrun
 
 from .conftest import REPO
 from .test_tasks import qa_items, write_jsonl
@@ -114,11 +113,7 @@ def test_torchrun_splits_the_work_and_gets_the_same_scores(tiny_model, texts, tm
     single = run_eval(tmp_path, *args)
     out = tmp_path / "ranks.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-                           "-m", "occiforge.cli", "eval", *args, "--output", str(out)],
+    proc = subprocess.run(torchrun(tmp_path, "-m", "occiforge.cli", "eval", *args, "--output", str(out)),
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     # a rank that aborts says why far above torchrun's summary: keep those lines in the message
     why = [x for x in proc.stderr.splitlines() if any(k in x for k in ("terminate called", "what()", "Error", "error:"))]

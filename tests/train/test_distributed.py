@@ -13,13 +13,12 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from occiforge.cli import main
-from tests.conftest import REPO, free_port, tiny_tree, wait_for_lines
+from tests.conftest import REPO, tiny_tree, torchrun, wait_for_lines
 
 
 def test_only_rank_zero_builds_the_model_and_every_rank_gets_its_shards(tmp_path: Path):
     out = tmp_path / "probe.jsonl"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={free_port()}",
-           str(REPO / "tests" / "train" / "shard_probe.py"), str(out)]
+    cmd = torchrun(tmp_path, str(REPO / "tests" / "train" / "shard_probe.py"), str(out))
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     for rank in (0, 1):
@@ -39,8 +38,7 @@ def test_only_rank_zero_builds_the_model_and_every_rank_gets_its_shards(tmp_path
 
 
 def _torchrun(recipe: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={free_port()}",
-           "-m", "occiforge.cli", "train", "-c", str(recipe)]
+    cmd = torchrun(recipe.parent, "-m", "occiforge.cli", "train", "-c", str(recipe))
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import yaml
 from occiforge.cli import main
 from occiforge.recipe import TokenizerConfig
 from occiforge.tokenizer.train import sample_texts, save_hf, train_tokenizer
-from tests.conftest import REPO, free_port, tiny_tree
+from tests.conftest import REPO, tiny_tree, torchrun
 from tests.tokenizer.conftest import demo_texts
 
 WIDTH = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
@@ -112,8 +111,7 @@ def test_fsdp2_two_ranks_on_qwen3_cpt_then_sft(tmp_path: Path, tokenizer_dir: Pa
     init = make_family("qwen3", tmp_path / "qwen3", tokenizer_dir)
     recipe = _recipe(tmp_path, init)
     assert main(["run", str(recipe), "--to", "conversations", "-q"]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={free_port()}",
-           "-m", "occiforge.cli", "train", "-c", str(recipe), "-q"]
+    cmd = torchrun(tmp_path, "-m", "occiforge.cli", "train", "-c", str(recipe), "-q")
     proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     folder = tmp_path / "run" / "models" / "cpt-de"
