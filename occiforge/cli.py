@@ -23,8 +23,18 @@ EXIT_USER_ERROR = 2
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit 2 like every other user error."""
 
+    commands: dict[str, argparse.ArgumentParser] = {}  # the top parser's subcommands, by name
+
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USER_ERROR, f"occiforge: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        where = self.prog.removeprefix("occiforge").strip()  # the subcommand; none for the top parser
+        self.exit(EXIT_USER_ERROR, f"occiforge: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse, but an unknown flag is reported by the subcommand it was given to (its --help lists them)."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self.commands.get(getattr(parsed, "command", None) or "", self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def _positive_int(text: str) -> int:
@@ -46,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="occiforge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"occiforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = sub.choices
 
     p = sub.add_parser("run", help="run the whole stage graph of a recipe (skips finished stages)")
     p.add_argument("recipe", help="recipe YAML file")

@@ -61,17 +61,17 @@ def lr_at(step: int, spec: LoopSpec) -> float:
     """Linear warm-up from zero (every model re-warms: continual pre-training wants it), then cosine or
     linear decay to `min_lr_ratio * lr`, constant, or WSD: stable at lr, then a linear decay over the
     last `decay_fraction` of all the steps (warm-up included in the count, as documented in the recipe).
-    Every decaying schedule is exactly at its floor on the last step. (`steps` is part of a model's
-    fingerprint, so a finished WSD run is not extended by resuming it: a longer run trains anew.)"""
+    Every decaying schedule of two steps or more is exactly at its floor on the last step. (`steps` is part
+    of a model's fingerprint, so a finished WSD run is not extended by resuming it: a longer run trains anew.)"""
     o = spec.optim
-    warmup = min(o.warmup_steps, max(spec.steps - 1, 0))
+    warmup = o.warmup_for(spec.steps)
     if step < warmup:
         return spec.lr * (step + 1) / warmup
     span = spec.steps - 1 - warmup  # from the first step after warm-up (at lr) to the last (at the floor)
-    if o.schedule == "constant" or span <= 0:  # span 0: one step after warm-up, no room to decay: train at lr
+    if o.schedule == "constant" or span <= 0:  # span 0: a one-step run, at lr
         return spec.lr
     if o.schedule == "wsd":
-        decay = min(max(1, round(o.decay_fraction * spec.steps)), max(spec.steps - warmup, 1))
+        decay = min(max(1, round(o.decay_fraction * spec.steps)), spec.steps - warmup)
         into = step - (spec.steps - decay) + 1  # 1..decay over the decay phase: the last step is at the floor
         return spec.lr if into <= 0 else spec.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * (1 - into / decay))
     progress = min((step - warmup) / span, 1.0)
@@ -176,8 +176,9 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
     for step in range(start, spec.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, spec)
+        # on the logging grid (step 0 included: where training starts from), and at the end
         validating = hooks.validate is not None and spec.val_every is not None and (
-            (step + 1) % spec.val_every == 0 or step == spec.steps - 1)
+            step % spec.val_every == 0 or step == spec.steps - 1)
         logged = step % spec.log_every == 0 or step == spec.steps - 1 or validating
         saving = (step + 1) % spec.save_every == 0 and step + 1 < spec.steps
         micros = [get_batch(step, micro) for micro in range(spec.grad_accum)]
@@ -188,6 +189,8 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
         opt.step()
         opt.zero_grad(set_to_none=True)
         meter.count(micros, count)
+        if step == start:  # the first step pays once (allocations, optimizer state, compilation): not throughput
+            meter.restart()
         read = None
         if logged or saving:
             read = _checked_read(total, norm, by_group, first_bad, world, step, ckpt_dir)  # one sync (a save adds the weights' check)
@@ -366,17 +369,27 @@ def _read(total: torch.Tensor, norm: torch.Tensor, stats: torch.Tensor, first_ba
 class _Meter:
     """Throughput between logged steps, validation and checkpoint time left out: tokens/s counts the tokens
     trained on (targets, not padding or masked prompts); MFU counts every processed token (input_ids,
-    padding included), as the FLOPs are spent on them; and peak memory."""
+    padding included), as the FLOPs are spent on them; and peak memory: the device's since this loop
+    began on a GPU, the process's peak resident set (every stage and model before included) on CPU."""
 
     def __init__(self, device: torch.device, world: int):
         self.device, self.world = device, world
-        self.tokens, self.processed, self.t0 = 0, 0, time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.restart()
+
+    def restart(self) -> None:
+        """Count from now on (after the loop's first step: no figure until the next logged step)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.tokens, self.processed, self.steps, self.t0 = 0, 0, 0, time.perf_counter()
 
     def count(self, micros: list[Batch], targets: torch.Tensor) -> None:
         """`targets`: the step's target tokens over all ranks (`_target_count`), summed on its device and
         read at the next logged step: no sync here. Every rank's micro-batches have the same shape."""
         self.tokens = self.tokens + targets
         self.processed += sum(int(m["input_ids"].numel()) for m in micros) * self.world
+        self.steps += 1
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -390,11 +403,12 @@ class _Meter:
     def read(self, spec: LoopSpec, values: dict[str, Any], step: int) -> dict[str, Any]:
         now = time.perf_counter()
         elapsed = max(now - self.t0, 1e-9)
-        rate, processed = float(self.tokens) / elapsed, self.processed / elapsed
-        self.tokens, self.processed, self.t0 = 0, 0, now
-        out: dict[str, Any] = {"grad_norm": round(values["grad_norm"], 5), "tokens_per_s": round(rate, 1)}
-        if spec.flops_per_token and spec.peak_flops:
-            out["mfu"] = round(processed / self.world * spec.flops_per_token / spec.peak_flops, 4)
+        out: dict[str, Any] = {"grad_norm": round(values["grad_norm"], 5)}
+        if self.steps:
+            out["tokens_per_s"] = round(float(self.tokens) / elapsed, 1)
+            if spec.flops_per_token and spec.peak_flops:
+                out["mfu"] = round(self.processed / elapsed / self.world * spec.flops_per_token / spec.peak_flops, 4)
+        self.tokens, self.processed, self.steps, self.t0 = 0, 0, 0, now
         if self.device.type == "cuda":
             out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         else:  # the process's peak resident set (Linux reports KiB)

@@ -42,6 +42,14 @@ class OptimConfig(Strict):
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)  # AdamW's own range
     grad_clip: float = Field(1.0, gt=0)
 
+    def warmup_for(self, steps: int) -> int:
+        """The warm-up's steps in a run of `steps`: `warmup_steps`, unless that leaves no step to decay in
+        (at most `warmup_steps + 1` steps); then half the run for a decaying schedule (so that it still
+        ends at its floor), all but the last step for a constant one. The train stage says so."""
+        if self.warmup_steps + 1 < steps:
+            return self.warmup_steps
+        return max(steps - 1, 0) if self.schedule == "constant" else (steps - 1) // 2
+
 
 class TrainConfig(Strict):
     """Defaults shared by every model; a model entry may override steps and lr."""

@@ -2,7 +2,8 @@
 
 - `TrainLog`: every logged step as one JSON line (`train_log.jsonl`) and as TensorBoard scalars,
   both in the model's checkpoint folder while it trains and copied into the model folder at the end.
-- `validation`: held-out loss per language, on fixed rows of the tokens stage's held-out split.
+- `validation`: held-out loss per language, on fixed rows of the tokens stage's held-out split
+  (`text_rows`) or, for an instruct model, of its held-out conversations (`conversation_rows`).
 - `peak_flops`: the GPU's peak, which MFU divides by (the FLOPs per token: `plan.flops_per_token`).
 - `GracefulStop`: SIGTERM or SIGINT ask the loop to write a checkpoint after the current step
   and stop (exit 0 for SIGTERM, as schedulers expect; 130 for Ctrl-C); a second Ctrl-C stops at once.
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +41,7 @@ class TrainLog:
         self.opened = True
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOG_FILE
-        kept = [x for x in path.read_text().splitlines() if json.loads(x)["step"] < self.start] if path.is_file() else []
+        kept = [x for x in path.read_text(errors="replace").splitlines() if _step(x) < self.start] if path.is_file() else []
         path.write_text("".join(f"{line}\n" for line in kept))
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -67,31 +69,89 @@ class TrainLog:
             self.writer.close()
 
 
-def validation(heldout: dict[str, Any], window: int, tokens: int, batch_size: int,
-               warn: Callable[[str], None] = lambda msg: None) -> Any:
-    """`validate(model)` -> mean next-token loss per language on its first `tokens` held-out tokens (at least
-    one row), cut into rows of `window` (the same rows at every call, so the curve is comparable). A language
-    whose held-out split is shorter than one row is left out, said once through `warn`."""
-    rows = {}
+Row = tuple[np.ndarray, np.ndarray]  # (ids, labels): -100 where a position has no target
+
+
+def _step(line: str) -> float:
+    """A log line's step; a line a kill cut short (only the last can be) counts as past any resume step."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def text_rows(heldout: dict[str, Any], window: int, tokens: int, warn: Callable[[str], None] = lambda msg: None
+              ) -> dict[str, list[Row]]:
+    """Per language, rows of `window` held-out tokens, every token a target: as many whole rows as hold
+    `tokens` (at least one; fewer where the split is shorter). A language whose held-out split is shorter
+    than one row is left out, said through `warn`."""
+    out = {}
     for lang, ids in heldout.items():
-        n = min(len(ids), max(tokens, window)) // window
+        n = min(len(ids) // window, -(-max(tokens, window) // window))
         if n:
-            rows[lang] = torch.from_numpy(np.asarray(ids[: n * window], dtype=np.int64).reshape(n, window))
+            x = np.asarray(ids[: n * window], dtype=np.int64).reshape(n, window)
+            out[lang] = [(r, r) for r in x]
         else:
             warn(f"{lang} has {len(ids):,} held-out tokens, fewer than one row of {window}: no validation loss for it")
+    return out
 
+
+def conversation_rows(heldout: dict[str, Any], window: int, tokens: int,
+                      warn: Callable[[str], None] = lambda msg: None) -> dict[str, list[Row]]:
+    """Per language, its held-out conversations (`packing.Docs` with the target mask), one a row (cut to `window`
+    tokens), targets on the assistant's tokens as in training, until they hold `tokens` (at least one)."""
+    out = {}
+    for lang, docs in heldout.items():
+        rows, taken = [], 0
+        for s, e in zip(docs.offsets[:-1].tolist(), docs.offsets[1:].tolist()):
+            e = min(e, s + window)
+            ids = np.asarray(docs.ids[s:e], dtype=np.int64)
+            labels = ids.copy()
+            if docs.targets is not None:
+                labels[np.asarray(docs.targets[s:e]) == 0] = -100
+            if len(ids) > 1 and (labels[1:] != -100).any():
+                rows.append((ids, labels))
+                taken += len(ids)
+            if rows and taken >= tokens:
+                break
+        if rows:
+            out[lang] = rows
+        else:
+            warn(f"{lang} has no held-out conversation with an answer within {window} tokens: no validation loss for it")
+    return out
+
+
+def validation(rows: dict[str, list[Row]], batch_size: int) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """`validate(model)` -> mean next-token loss per language over the targets of its rows (`text_rows`,
+    `conversation_rows`: the same rows at every call, so the curve is comparable). Rows of unequal length
+    are padded at the end and masked."""
     def validate(model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         out = {}
-        for lang, x in rows.items():
-            total = 0.0
-            for chunk in x.split(batch_size):
-                chunk = chunk.to(device)
-                total += float(model(input_ids=chunk, labels=chunk, use_cache=False).loss) * len(chunk)
-            out[lang] = total / len(x)
+        for lang, lang_rows in rows.items():
+            total, count = 0.0, 0
+            for at in range(0, len(lang_rows), batch_size):
+                batch = _padded(lang_rows[at : at + batch_size])
+                n = int((batch["labels"][:, 1:] != -100).sum())
+                if n:
+                    loss = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).loss
+                    total, count = total + float(loss) * n, count + n
+            out[lang] = total / max(count, 1)
         return out
 
     return validate
+
+
+def _padded(rows: list[Row]) -> dict[str, torch.Tensor]:
+    """input_ids and labels of `rows`, padded at the end to the longest; attention_mask only where padded."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, (x, y) in enumerate(rows):
+        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.from_numpy(x), torch.from_numpy(y), 1
+    return {"input_ids": ids, "labels": labels} if bool(mask.all()) else {"input_ids": ids, "labels": labels,
+                                                                          "attention_mask": mask}
 
 
 def peak_flops(device: str | torch.device, precision: str) -> float | None:

@@ -119,7 +119,11 @@ class PlanCache:
                     pass
                 if not final.is_dir():
                     self._write(final, build())
-        return {f.stem: np.load(f, mmap_mode="r") for f in sorted(final.glob("*.npy"))}
+        try:
+            return {f.stem: np.load(f, mmap_mode="r") for f in sorted(final.glob("*.npy"))}
+        except (ValueError, OSError) as e:  # written whole and renamed: only outside damage gets here
+            raise UserError(f"{final}: damaged packing plan ({e}); delete {self.folder} and run again "
+                            "(it is planned anew from the tokens, the training's checkpoints are kept)") from None
 
     @staticmethod
     def _write(final: Path, arrays: dict[str, np.ndarray]) -> None:

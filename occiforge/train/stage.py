@@ -15,6 +15,7 @@ from occiforge import artifacts
 from occiforge.context import Context, ModelRecord, Stage
 from occiforge.lm import check_available
 from occiforge.recipe import PlannedModel, Recipe
+from occiforge.train.plan import model_steps
 
 # settings that change speed, bookkeeping or monitoring, never the weights
 _NOT_HASHED = {"save_every", "log_every", "threads", "compile", "chunked_loss", "activation_checkpointing",
@@ -41,6 +42,9 @@ def model_fingerprints(ctx: Context) -> dict[str, str]:
         spec["mixture_order"] = list(pm.mixture or {})
         if _extends_vocab(r, pm, known):  # the only models whose weights the embedding init touches
             spec["embedding_init"] = pm.embedding_init
+        steps = model_steps(pm, r.train, ctx.dist.world_size)
+        if r.train.optim.warmup_for(steps) != r.train.optim.warmup_steps:  # hashed since the warm-up is shortened so
+            spec["warmup"] = r.train.optim.warmup_for(steps)
         chats = ctx.fingerprint("conversations") if pm.kind == "sft" else None
         fps[pm.name] = artifacts.fingerprint("model/3", hyper, spec, r.seed, ctx.fingerprint("tokens"), chats,
                                              fps.get(pm.init, pm.init))
@@ -71,7 +75,6 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
 def _run(ctx: Context, stop: Any) -> dict[str, Any]:
     from occiforge.errors import Stopped
     from occiforge.train import trainer
-    from occiforge.train.plan import model_steps
 
     ctx.upstream("tokens")
     plan, fps = ctx.recipe.plan(), model_fingerprints(ctx)
@@ -85,6 +88,7 @@ def _run(ctx: Context, stop: Any) -> dict[str, Any]:
         if pm not in todo:
             ctx.log(f"  [dim]{pm.name}: up to date[/dim]")
             done = artifacts.read_manifest(folder) or {}
+            trainer.discard_work(ctx, pm.name)  # what a kill after its manifest left
         else:
             done = trainer.train_one(ctx, pm, fps[pm.name], setup, clock, stop)
             epochs = ", ".join(f"{lang} {u['epochs']:.2f}" for lang, u in done["per_language"].items())

@@ -29,7 +29,7 @@ from occiforge.errors import Stopped, UserError
 from occiforge.io import open_token_docs
 from occiforge.lm import load_config, load_tokenizer, read_extension
 from occiforge.loop import Hooks, LoopSpec, resume_point, train
-from occiforge.recipe import PlannedModel, Recipe, TrainConfig
+from occiforge.recipe import OptimConfig, PlannedModel, Recipe, TrainConfig
 from occiforge.train import monitor, sft
 from occiforge.train.model import build_model, preflight_vocab
 from occiforge.train.packing import Docs, PackedMixture, PlanCache
@@ -120,13 +120,21 @@ def warn_repeats(ctx: Context, pm: PlannedModel, usage: dict[str, dict[str, floa
     """Say what the plan does to the data that the user may not expect: heavy repetition, and
     conversations left out for being longer than a row."""
     for lang, u in usage.items():
-        if u["epochs"] > REPEAT_LIMIT:
-            _warn(ctx, f"{pm.name} repeats {lang} {u['epochs']:.1f} times ({u['tokens']:,} tokens from "
+        if u["tokens"] > REPEAT_LIMIT * u["tokens_per_epoch"]:
+            _warn(ctx, f"{pm.name} repeats {lang} {u['tokens'] / u['tokens_per_epoch']:.5g} times ({u['tokens']:,} tokens from "
                        f"{u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
                        "(Muennighoff et al. 2023)")
         if u.get("left_out_too_long"):
             _warn(ctx, f"{pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than a row "
                        "(train.seq_len + 1 tokens); raise seq_len to keep them")
+
+
+def warn_warmup(ctx: Context, pm: PlannedModel, steps: int, optim: OptimConfig) -> None:
+    """Say when the warm-up is shortened (`OptimConfig.warmup_for`): the recipe asked for another."""
+    if (warmup := optim.warmup_for(steps)) != optim.warmup_steps:
+        room = "reach its learning rate" if optim.schedule == "constant" else "decay"
+        _warn(ctx, f"{pm.name}: a warm-up of {optim.warmup_steps} steps leaves its {steps} steps no room to {room}: "
+                   f"it warms up over {warmup}")
 
 
 def _progress(ctx: Context) -> Progress:
@@ -206,7 +214,7 @@ def _flops(model: torch.nn.Module, seq_len: int) -> float | None:
         return None
 
 
-def _hooks(ctx: Context, s: Setup, ckpt_dir: Path, stop: monitor.GracefulStop,
+def _hooks(ctx: Context, pm: PlannedModel, s: Setup, ckpt_dir: Path, stop: monitor.GracefulStop,
            on_resume: Callable[[int], None]) -> tuple[Hooks, monitor.TrainLog]:
     """The loop's hooks; the log learns its resume step from the loop (`on_resume`), once the loop has
     decided it (a damaged `latest` resumes from `previous`, a stale checkpoint from nothing)."""
@@ -219,9 +227,14 @@ def _hooks(ctx: Context, s: Setup, ckpt_dir: Path, stop: monitor.GracefulStop,
 
     validate = None
     if cfg.val_every:
-        heldout = {lang: open_token_docs(ctx.stage_dir("tokens") / lang / "heldout")[0] for lang in s.docs
-                   if (ctx.stage_dir("tokens") / lang / "heldout").is_dir()}
-        validate = monitor.validation(heldout, cfg.seq_len + 1, cfg.val_tokens, cfg.batch_size, warn=lambda msg: _warn(ctx, msg))
+        warn = lambda msg: _warn(ctx, f"{pm.name}: {msg}")  # noqa: E731
+        if pm.kind == "sft" and s.conv_dir is not None:  # an instruct model: its own held-out conversations
+            rows = monitor.conversation_rows(sft.chat_docs(s.conv_dir, pm, "heldout"), cfg.seq_len + 1, cfg.val_tokens, warn)
+        else:  # every language's held-out text: what continued training does to each
+            rows = monitor.text_rows({lang: open_token_docs(ctx.stage_dir("tokens") / lang / "heldout")[0] for lang in s.docs
+                                      if (ctx.stage_dir("tokens") / lang / "heldout").is_dir()},
+                                     cfg.seq_len + 1, cfg.val_tokens, warn)
+        validate = monitor.validation(rows, cfg.batch_size)
     return Hooks(on_log=log, validate=validate, should_stop=stop.should_stop, stop_reason=stop.reason,
                  on_resume=resumed), log
 
@@ -249,25 +262,38 @@ def _keep_logs(ckpt_dir: Path, then: Callable[[Path], None] | None) -> Callable[
     return after
 
 
+def work_dirs(models_dir: Path, name: str) -> tuple[Path, Path]:
+    """A model's checkpoints and packing plan while it trains."""
+    return models_dir / f".{name}.ckpt", models_dir / f".{name}.plan"
+
+
+def discard_work(ctx: Context, name: str) -> None:
+    """Remove a model's checkpoints and plan (rank 0): spent once its folder has its manifest, or when it is
+    forced to start over. A finished model's are removed again on the next run (a kill in the middle)."""
+    if ctx.dist.is_main:
+        for folder in work_dirs(ctx.stage_dir("train"), name):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock | None = None,
               stop: monitor.GracefulStop | None = None) -> dict[str, Any]:
     """Train one model and save its folder; `stop`: the stage's signal flag (none: signals are not watched)."""
     r, cfg, dist = ctx.recipe, ctx.recipe.train, ctx.dist
     stop = stop or monitor.GracefulStop()
     models_dir = ctx.stage_dir("train")
-    ckpt_dir, plan_dir = models_dir / f".{pm.name}.ckpt", models_dir / f".{pm.name}.plan"
-    if ctx.is_forced("train") and dist.is_main:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # forced: start over, not from a resume point
-        shutil.rmtree(plan_dir, ignore_errors=True)
+    ckpt_dir, plan_dir = work_dirs(models_dir, pm.name)
+    if ctx.is_forced("train"):
+        discard_work(ctx, pm.name)  # forced: start over, not from a resume point
     barrier()
     steps = model_steps(pm, cfg, dist.world_size)
+    warn_warmup(ctx, pm, steps, cfg.optim)
     # the packing plan is planned once and memory-mapped by every rank (and by a resumed run)
     rows = packed_rows(pm, s, cfg, r.seed, dist.world_size, PlanCache(plan_dir))
     usage = rows.usage()
     warn_repeats(ctx, pm, usage)
     say = lambda msg: ctx.log(f"  {pm.name}: {msg}")  # noqa: E731
-    try:  # decided before the build: a resume needs no init weights
-        resume = resume_point(ckpt_dir, fp, dist.rank, dist.world_size, say)
+    try:  # decided before the build: a resume needs no init weights; a checkpoint set aside is said even with -q
+        resume = resume_point(ckpt_dir, fp, dist.rank, dist.world_size, lambda msg: _warn(ctx, f"{pm.name}: {msg}"))
     except UserError as e:
         raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
     model, tok = _build(ctx, pm, s, checkpoint.structure(ckpt_dir) if resume.state is not None else None)
@@ -288,7 +314,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     t0 = time.perf_counter()
     with _progress(ctx) as progress:
         task = progress.add_task(pm.name, total=steps, loss=float("nan"), run="?")
-        hooks, log = _hooks(ctx, s, ckpt_dir, stop, on_resume)
+        hooks, log = _hooks(ctx, pm, s, ckpt_dir, stop, on_resume)
         try:
             history = train(model, batch_source(rows, cfg, dist.rank, dist.world_size), spec, ckpt_dir, rank=dist.rank,
                             on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss, run=clock.tick()),
@@ -308,9 +334,8 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
               "seconds": round(time.perf_counter() - t0, 1), "resumed_from_step": resumed_at[0] if resumed_at else 0, "tokens_seen": steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size,
               "per_language": usage}
     barrier()  # every rank is done reading the plan
-    if dist.is_main:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        shutil.rmtree(plan_dir, ignore_errors=True)
+    if dist.is_main:  # the model is whole before its checkpoints go: a kill in between loses no training
         artifacts.write_manifest(models_dir / pm.name, fp, **fields)
+    discard_work(ctx, pm.name)
     barrier()
     return {"fingerprint": fp, **fields}

@@ -149,7 +149,7 @@ CASES: list[tuple[str, Setup, str]] = [
     ("set-wrong-type", sets("train.batch_size=big"), "train.batch_size: Input should be a valid integer"),
     # -- command line and stage order -------------------------------------------------------------
     ("cli-unknown-command", argv("frobnicate"), "invalid choice: 'frobnicate'"),
-    ("cli-unknown-flag", argv("run", "x.yaml", "--bogus"), "unrecognized arguments: --bogus"),
+    ("cli-unknown-flag", argv("run", "x.yaml", "--bogus"), "run: unrecognized arguments: --bogus (see occiforge run --help)"),
     ("cli-unknown-stage", argv("run", "x.yaml", "--from", "nowhere"), "invalid choice: 'nowhere'"),
     ("cli-stage-without-recipe", argv("train"), "give a recipe with -c RECIPE"),
     ("stage-before-input", lambda tmp, run: ["train", "-q", "-c", _recipe(tmp, tmp / "fresh")], "run `occiforge tokens` first"),

@@ -68,12 +68,31 @@ def test_every_decaying_schedule_ends_exactly_at_its_floor(schedule: str, steps:
     assert min(lrs) == pytest.approx(1e-3, rel=1e-9) and max(lrs) <= 1e-2 * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd", "constant"])
+@pytest.mark.parametrize("warmup", [0, 20])
+def test_a_one_step_run_trains_at_lr(schedule: str, warmup: int):
+    """Even with min_lr_ratio 0 a one-step model is trained, not left unchanged."""
+    spec = _with(1, optim=OptimConfig(warmup_steps=warmup, schedule=schedule, min_lr_ratio=0.0))
+    assert lr_at(0, spec) == 1e-2
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
-@pytest.mark.parametrize("steps, warmup", [(1, 0), (2, 1)])
-def test_a_run_without_room_to_decay_trains_its_last_step_at_lr(schedule: str, steps: int, warmup: int):
-    """Even with min_lr_ratio 0 a one-step model (or warm-up and one step) is trained, not left unchanged."""
-    spec = _with(steps, optim=OptimConfig(warmup_steps=warmup, schedule=schedule, min_lr_ratio=0.0))
-    assert lr_at(steps - 1, spec) == 1e-2
+@pytest.mark.parametrize("steps", [2, 12, 21])
+def test_a_warm_up_as_long_as_the_run_is_halved_so_that_the_schedule_still_decays(schedule: str, steps: int):
+    """A 20-step warm-up (the default) in a run of 21 steps or fewer left no step to decay in: the run ended
+    at its peak lr. It now warms up over half the run, reaches lr, and ends exactly at its floor."""
+    optim = OptimConfig(warmup_steps=20, schedule=schedule, min_lr_ratio=0.1)
+    spec = _with(steps, optim=optim)
+    lrs = [lr_at(s, spec) for s in range(steps)]
+    assert optim.warmup_for(steps) == (steps - 1) // 2
+    assert lrs[-1] == 1e-2 * 0.1 and max(lrs) == pytest.approx(1e-2)
+    assert optim.warmup_for(22) == 20 and lr_at(19, _with(22, optim=optim)) == pytest.approx(1e-2)  # room: as asked
+
+
+def test_a_constant_schedule_with_a_warm_up_longer_than_the_run_reaches_lr_on_its_last_step():
+    optim = OptimConfig(warmup_steps=20, schedule="constant")
+    lrs = [lr_at(s, _with(12, optim=optim)) for s in range(12)]
+    assert optim.warmup_for(12) == 11 and lrs[0] == pytest.approx(1e-2 / 11) and lrs[-2:] == [1e-2, 1e-2]
 
 
 def test_interrupted_training_resumes_exactly(tmp_path: Path):
@@ -206,9 +225,10 @@ def test_a_step_without_targets_trains_nothing_and_counts_no_tokens(tmp_path: Pa
     """Every label -100 (an SFT step of prompts only): loss 0 and zero gradients, not NaN, and 0 tokens/s."""
     model, before = _model(), _model()
     ids = _batches(0, 0)["input_ids"]
-    spec = _with(1, grad_accum=1, optim=OptimConfig(warmup_steps=0, weight_decay=0.0))
+    spec = _with(2, grad_accum=1, log_every=1, optim=OptimConfig(warmup_steps=0, weight_decay=0.0))
     history = train(model, lambda step, micro: {"input_ids": ids, "labels": torch.full_like(ids, -100)}, spec, tmp_path)
-    assert history[0]["loss"] == 0.0 and history[0]["grad_norm"] == 0.0 and history[0]["tokens_per_s"] == 0.0
+    assert all(h["loss"] == 0.0 and h["grad_norm"] == 0.0 for h in history)
+    assert history[1]["tokens_per_s"] == 0.0  # (the first step gives no throughput: it pays one-time costs)
     _assert_same_params(model, before, atol=0.0)
 
 

@@ -223,3 +223,13 @@ def test_without_file_locks_a_second_copy_is_dropped(tmp_path: Path, monkeypatch
     PlanCache._write(entry, {"pieces": np.zeros(3, np.int32)})  # a second builder, later: its rename fails
     left = [p.name for p in tmp_path.glob(f".{entry.name}.*") if p.suffix != ".lock"]
     assert np.load(entry / "pieces.npy").shape != (3,) and not left  # the first copy stays, no temporary is left
+
+
+def test_a_damaged_plan_file_is_one_line_naming_what_to_delete(tmp_path: Path):
+    """Written whole and renamed, a plan file is cut only by outside damage: that was a numpy traceback."""
+    cache = PlanCache(tmp_path / "plan")
+    cache.get("entry", lambda: {"order": np.arange(1000), "bounds": np.arange(10)})
+    f = tmp_path / "plan" / "entry" / "order.npy"
+    f.write_bytes(f.read_bytes()[:40])
+    with pytest.raises(UserError, match=r"entry: damaged packing plan .*delete .*plan and run again"):
+        cache.get("entry", lambda: pytest.fail("a damaged entry is not rebuilt in place"))

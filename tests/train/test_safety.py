@@ -4,16 +4,20 @@ throughput that counts validation time or padding, a signal outside the loop kil
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from rich.console import Console
 from safetensors.torch import load_file
 
 from occiforge.context import Context, hms
@@ -125,6 +129,18 @@ def test_train_log_drops_records_from_the_actual_resume_step(tmp_path: Path):
     assert [json.loads(x)["step"] for x in (tmp_path / monitor.LOG_FILE).read_text().splitlines()] == [0, 1, 2, 3]
 
 
+def test_a_log_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path: Path):
+    """A SIGKILL (or a full disk) mid-append left half a line: the resume failed on it with a traceback."""
+    log = monitor.TrainLog(tmp_path, 0, tensorboard=False)
+    for step in range(4):
+        log({"step": step, "loss": 1.0})
+    with open(tmp_path / monitor.LOG_FILE, "a") as f:
+        f.write('{"step": 4, "loss": 3.')
+    monitor.TrainLog(tmp_path, 3, tensorboard=False)({"step": 3, "loss": 2.0})
+    lines = [json.loads(x) for x in (tmp_path / monitor.LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in lines] == [0, 1, 2, 3] and lines[-1]["loss"] == 2.0
+
+
 def test_run_clock_leaves_out_the_steps_a_resume_skips():
     clock = RunClock(100)
     clock.skip(90)  # resumed at step 90: 10 steps to run
@@ -148,7 +164,7 @@ def test_throughput_counts_target_tokens_and_leaves_out_paused_time():
 def test_validation_has_a_row_when_seq_len_is_above_val_tokens_and_warns_for_a_short_language():
     said: list[str] = []
     heldout = {"en": np.tile(np.arange(20, dtype=np.uint16), 10), "de": np.arange(10, dtype=np.uint16)}
-    validate = monitor.validation(heldout, window=17, tokens=16, batch_size=2, warn=said.append)
+    validate = monitor.validation(monitor.text_rows(heldout, window=17, tokens=16, warn=said.append), batch_size=2)
     with torch.no_grad():  # as the loop calls it
         out = validate(_model())
     assert set(out) == {"en"} and out["en"] > 0
@@ -156,6 +172,37 @@ def test_validation_has_a_row_when_seq_len_is_above_val_tokens_and_warns_for_a_s
     with torch.no_grad():
         validate(_model())
     assert len(said) == 1  # once, not at every validation
+
+
+def test_validation_takes_whole_rows_up_to_val_tokens_rounded_up():
+    heldout = {"en": np.arange(200, dtype=np.uint16)}
+    assert len(monitor.text_rows(heldout, window=17, tokens=20)["en"]) == 2  # 34 tokens for 20, not 17
+    assert len(monitor.text_rows(heldout, window=17, tokens=10**6)["en"]) == 11  # what the split holds
+
+
+def _console_ctx() -> tuple[Any, io.StringIO]:
+    out = io.StringIO()
+    return SimpleNamespace(dist=SimpleNamespace(is_main=True), console=Console(file=out, width=400)), out
+
+
+def test_repetition_is_warned_only_beyond_four_epochs_with_the_count_unrounded():
+    from occiforge.train.trainer import warn_repeats
+
+    ctx, out = _console_ctx()
+    usage = lambda tokens: {"en": {"tokens": tokens, "tokens_per_epoch": 10_000, "epochs": round(tokens / 10_000, 3)}}  # noqa: E731
+    warn_repeats(ctx, SimpleNamespace(name="base"), usage(40_000))  # type: ignore[arg-type]
+    warn_repeats(ctx, SimpleNamespace(name="base"), usage(40_004))  # type: ignore[arg-type]  # 4.0004: rounds to 4.0
+    assert out.getvalue().count("warning") == 1 and "base repeats en 4.0004 times (40,004 tokens from 10,000)" in out.getvalue()
+
+
+def test_a_shortened_warm_up_is_said():
+    from occiforge.train.trainer import warn_warmup
+
+    ctx, out = _console_ctx()
+    warn_warmup(ctx, SimpleNamespace(name="chat"), 22, OptimConfig(warmup_steps=20))  # type: ignore[arg-type]
+    assert out.getvalue() == ""
+    warn_warmup(ctx, SimpleNamespace(name="chat"), 12, OptimConfig(warmup_steps=20))  # type: ignore[arg-type]
+    assert "chat: a warm-up of 20 steps leaves its 12 steps no room to decay: it warms up over 5" in out.getvalue()
 
 
 def _fps(tmp_path: Path, mixture: dict[str, float], **train_over: object) -> str:
@@ -216,3 +263,31 @@ def test_weights_gone_bad_in_the_last_update_are_not_handed_on(tmp_path: Path):
     model = _model()
     with pytest.raises(UserError, match=r"the weights are not finite after step 5"):
         train(model, _batches, _spec(6, log_every=1), tmp_path, on_step=_poison_after(model, 5))
+
+
+@pytest.mark.slow
+def test_a_kill_while_a_finished_models_checkpoints_are_removed_loses_no_training(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch):
+    """The checkpoints used to go before the model's manifest: a kill in between retrained the model from its
+    previous checkpoint (or from step 0), and one mid-removal set a half-removed `latest` aside as damaged."""
+    from occiforge.cli import main
+    from occiforge.train import trainer
+
+    tree = tiny_tree(tmp_path / "run")
+    tree["models"] = {"base": {"mixture": {"en": 1.0}}}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tree, sort_keys=False))
+    discard = trainer.discard_work
+
+    def killed(ctx: object, name: str) -> None:  # the process dies once the removal has begun
+        (tmp_path / "run" / "models" / f".{name}.ckpt" / "latest" / "model.safetensors").unlink(missing_ok=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "discard_work", killed)
+    assert main(["run", str(recipe), "-q", "--to", "train"]) == 130  # as the CLI answers an interrupt
+    models = tmp_path / "run" / "models"
+    assert (models / "base" / "manifest.json").is_file() and (models / ".base.ckpt").is_dir()
+    monkeypatch.setattr(trainer, "discard_work", discard)
+    monkeypatch.setattr(trainer, "train_one", lambda *a, **k: pytest.fail("a finished model was trained again"))
+    assert main(["run", str(recipe), "-q", "--to", "train"]) == 0
+    assert sorted(p.name for p in models.iterdir()) == ["base", "manifest.json"]  # nothing set aside, nothing left

@@ -17,7 +17,7 @@ from tests.conftest import REPO, tiny_tree
 
 def _sft_tree(run: Path, **model: object) -> dict:
     tree = tiny_tree(run, eval={"bpb": False}, report={"enabled": False})
-    tree["train"].update(seq_len=96, steps=6)
+    tree["train"].update(seq_len=96, steps=6, val_every=2)
     tree["train"]["architecture"]["max_position_embeddings"] = 128
     tree["models"]["chat"] = {"kind": "sft", "init": "cpt-de", "steps": 4,
                               "data": [{"path": "builtin:demo", "languages": ["en", "de"]}], **model}
@@ -49,6 +49,28 @@ def test_instruct_model_is_published_with_its_data_and_samples(sft_run: Path):
     conv = json.loads((sft_run / "conversations" / "manifest.json").read_text())
     (per_lang,) = [s["per_language"] for s in conv["sources"].values()]
     assert per_lang["de"]["heldout"]["conversations"] == 1 and per_lang["de"]["train"]["targets"] > 0
+
+
+def test_an_instruct_models_validation_loss_is_on_its_held_out_conversations(sft_run: Path):
+    """Not on the pre-training held-out text (which it was, README notwithstanding): the last logged
+    validation equals the saved model's loss on the answers of its held-out conversations."""
+    import torch
+
+    from occiforge.io import open_token_docs
+    from occiforge.lm import load_causal_lm
+    from occiforge.recipe import validate_tree
+    from occiforge.train import monitor, sft
+
+    (pm,) = [m for m in validate_tree(_sft_tree(sft_run), "r.yaml").plan() if m.name == "chat"]
+    folder = sft_run / "models" / "chat"
+    logged = [json.loads(x) for x in (folder / "train_log.jsonl").read_text().splitlines()][-1]["val_loss"]
+    model = load_causal_lm(folder).eval()
+    convs = monitor.conversation_rows(sft.chat_docs(sft_run / "conversations", pm, "heldout"), 97, 4096)
+    text = monitor.text_rows({x: open_token_docs(sft_run / "tokens" / x / "heldout")[0] for x in ("en", "de")}, 97, 4096)
+    with torch.no_grad():
+        on_convs, on_text = monitor.validation(convs, 4)(model), monitor.validation(text, 4)(model)
+    assert set(logged) == {"en", "de"} and logged == pytest.approx(on_convs, abs=1e-4)
+    assert logged != pytest.approx(on_text, abs=1e-3), (logged, on_text)  # what the old wiring logged (to 1e-4)
 
 
 @pytest.mark.slow
