@@ -144,6 +144,17 @@ def damage(ckpt: Path) -> str | None:
     return None
 
 
+def fingerprints(folder: Path) -> set[str]:
+    """The run fingerprints of the checkpoints in `folder` that still say theirs (none of a damaged one)."""
+    out = set()
+    for name in (LATEST, PREVIOUS):
+        try:
+            out.add(json.loads((folder / name / "trainer_state.json").read_text())["fingerprint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return out
+
+
 def usable(folder: Path, log: Callable[[str], None], rank: int = 0) -> dict[str, Any] | None:
     """The trainer state of the newest whole checkpoint in `folder`; a damaged one is set aside
     (renamed, never deleted) and the previous one is tried, saying so."""

@@ -33,7 +33,9 @@ class _Parser(argparse.ArgumentParser):
         """As argparse, but an unknown flag is reported by the subcommand it was given to (its --help lists them)."""
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            self.commands.get(getattr(parsed, "command", None) or "", self).error(f"unrecognized arguments: {' '.join(extra)}")
+            given, command = list(sys.argv[1:] if args is None else args), getattr(parsed, "command", None)
+            after = command in given and extra[0] in given and given.index(extra[0]) > given.index(command)
+            (self.commands[command] if after else self).error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 
 

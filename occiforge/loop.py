@@ -176,7 +176,7 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
     for step in range(start, spec.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, spec)
-        # on the logging grid (step 0 included: where training starts from), and at the end
+        # on the logging grid (step 0 included: after the first update, where the curve starts), and at the end
         validating = hooks.validate is not None and spec.val_every is not None and (
             step % spec.val_every == 0 or step == spec.steps - 1)
         logged = step % spec.log_every == 0 or step == spec.steps - 1 or validating
@@ -200,7 +200,7 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
             record = {"step": step, "loss": round(loss, 5), "lr": opt.param_groups[0]["lr"], **meter.read(spec, values, step)}
             if validating:
                 with meter.paused():
-                    record["val_loss"] = _validate(model, hooks.validate)  # type: ignore[arg-type]
+                    record["val_loss"] = _validate(model, hooks.validate, autocast)  # type: ignore[arg-type]
             history.append(record)
             if hooks.on_log:
                 hooks.on_log(record)
@@ -280,10 +280,12 @@ def _stop_now(hooks: Hooks, world: int, logged: bool, device: torch.device) -> b
     return any_rank(hooks.should_stop(), device)
 
 
-def _validate(model: torch.nn.Module, validate: Callable[[torch.nn.Module], dict[str, float]]) -> dict[str, float]:
+def _validate(model: torch.nn.Module, validate: Callable[[torch.nn.Module], dict[str, float]],
+              autocast: torch.autocast) -> dict[str, float]:
+    """In the training's precision, its loss computed chunk by chunk (`lossfn.chunked`: no V-wide logits)."""
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             return {k: round(v, 5) for k, v in validate(model).items()}
     finally:
         model.train()

@@ -16,8 +16,9 @@ demo's conversations (47% of positions masked) the head and loss take 85-97 ms i
 
 `chunked(model)` gives a supported HF causal LM (Llama, Mistral, Qwen2/3, Gemma 1-3: a `model.model`
 trunk and a bias-free head, Gemma's final logit soft-capping included) a forward that does this when
-it is given labels with gradients on (and the batch's `target_index`, if the caller computed it);
-anything else (no labels, no_grad, a model it does not know)
+it is given labels (and the batch's `target_index`, if the caller computed it): with gradients on in
+training, without them in the loop's validation (which then holds no V-wide logits either);
+anything else (no labels, a model it does not know)
 runs the model's own forward. The forward stays the model's, so FSDP2's hooks run around it.
 """
 
@@ -143,7 +144,7 @@ def supports(model: torch.nn.Module) -> bool:
 
 @contextmanager
 def chunked(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
-    """Within the block, `model(..., labels=...)` with gradients on computes the loss chunk by chunk
+    """Within the block, `model(..., labels=...)` computes the loss chunk by chunk
     (`ChunkedLMOutput`); yields whether it does (False: unsupported model or not enabled)."""
     if not (enabled and supports(model)):
         yield False
@@ -154,7 +155,7 @@ def chunked(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
     def forward(*args: Any, labels: torch.Tensor | None = None, num_items_in_batch: torch.Tensor | int | None = None,
                 **kwargs: Any) -> Any:
         index = kwargs.pop(TARGET_INDEX, None)
-        if args or labels is None or not torch.is_grad_enabled():  # positional calls keep HF's own meaning
+        if args or labels is None:  # positional calls keep HF's own meaning
             return own(*args, labels=labels, num_items_in_batch=num_items_in_batch, **kwargs)
         hidden = model.model(**kwargs).last_hidden_state
         count = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum().clamp_min(1)

@@ -95,3 +95,14 @@ def test_a_reader_that_leaves_early_is_no_traceback():
     proc.stdout.close()  # the reader is gone before the first line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == "", err[-2000:]
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["run", "x.yaml", "--bogus"], "occiforge: error: run: unrecognized arguments: --bogus (see occiforge run --help)"),
+    (["--bogus", "run", "x.yaml"], "occiforge: error: unrecognized arguments: --bogus (see occiforge --help)"),
+    (["frobnicate"], "occiforge: error: argument COMMAND: invalid choice: 'frobnicate'")])
+def test_a_usage_error_is_said_once_by_the_command_it_was_given_to(argv: list[str], said: str, capsys):
+    """It said 'occiforge: error: occiforge: ...' and sent every unknown flag to the top-level help."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and capsys.readouterr().err.startswith(said)

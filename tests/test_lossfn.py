@@ -97,16 +97,19 @@ def test_bf16_autocast_matches_the_models_own_loss_in_bf16():
         assert torch.allclose(got[name], g, rtol=0.05, atol=2e-3 * float(g.abs().max())), name
 
 
-def test_without_labels_or_gradients_the_models_own_forward_runs():
+def test_without_labels_the_models_own_forward_runs_and_validation_holds_no_logits():
     model, (ids, labels) = _model("llama"), _batch()
     own, seen = model.forward, []
     model.forward = lambda **kw: seen.append(sorted(kw)) or own(**kw)  # the model's own forward, watched
     index = lossfn.target_index(labels)
     with lossfn.chunked(model):
         assert model(input_ids=ids, target_index=index).logits.shape == (3, 40, VOCAB)
-        with torch.no_grad():
-            assert model(input_ids=ids, labels=labels, target_index=index).logits is not None
-    assert len(seen) == 2 and not any(lossfn.TARGET_INDEX in kw for kw in seen)  # the loop's key never reaches it
+        with torch.no_grad():  # the loop's validation: the loss, chunk by chunk, as HF's own gives it
+            out = model(input_ids=ids, labels=labels)
+    with torch.no_grad():
+        want = own(input_ids=ids, labels=labels).loss
+    assert out.logits is None and float(out.loss) == pytest.approx(float(want), abs=1e-5)
+    assert len(seen) == 1 and not any(lossfn.TARGET_INDEX in kw for kw in seen)  # the loop's key never reaches it
 
 
 def test_positional_calls_keep_their_meaning_and_an_instance_forward_comes_back():

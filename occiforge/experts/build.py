@@ -17,7 +17,7 @@ from occiforge import artifacts
 from occiforge.context import Context
 from occiforge.errors import UserError
 from occiforge.experts import router
-from occiforge.experts.common import Source
+from occiforge.experts.common import Source, router_optim
 from occiforge.experts.moe import assemble, language_row_weights
 from occiforge.io import iter_texts
 from occiforge.lm import load_causal_lm, load_config, load_tokenizer
@@ -58,7 +58,7 @@ def _train(ctx: Context, model: Any, entry: MoeEntry, experts: list[Source], str
     objective.to_teachers(ctx.dist.device)
     router.freeze_for(model, rc.train)
     model.config.use_cache = False
-    spec = LoopSpec(steps=rc.steps, lr=rc.lr, optim=r.train.optim.model_copy(update={"warmup_steps": rc.warmup_steps}),
+    spec = LoopSpec(steps=rc.steps, lr=rc.lr, optim=router_optim(r, entry),
                     grad_accum=1, precision=r.train.precision, save_every=r.train.save_every,
                     log_every=max(1, min(r.train.log_every, rc.steps // 10)), fingerprint=fp)
     batches = router.mixed_batches(streams, rc.batch_size or r.train.batch_size, r.train.seq_len, r.seed)

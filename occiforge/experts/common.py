@@ -11,6 +11,7 @@ from pathlib import Path
 
 from occiforge.context import Context, ModelRecord
 from occiforge.errors import UserError
+from occiforge.recipe import MoeEntry, OptimConfig, Recipe
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,8 @@ def default_base(ctx: Context, stage: str, what: str, given: str | None, experts
         if given is None:
             raise UserError(f"{what}: the experts ({', '.join(e.name for e in experts)}) do not share one init; give 'base'")
     return resolve(ctx, stage, what, [given])[0]  # type: ignore[list-item]
+
+
+def router_optim(r: Recipe, entry: MoeEntry) -> OptimConfig:
+    """The brief training's schedule: the run's, with the router's warm-up."""
+    return r.train.optim.model_copy(update={"warmup_steps": entry.router.warmup_steps})

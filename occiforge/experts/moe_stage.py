@@ -15,7 +15,13 @@ from typing import Any
 
 from occiforge import artifacts
 from occiforge.context import Context, ModelRecord, Stage
-from occiforge.experts.common import Source, common_init, default_base, resolve
+from occiforge.experts.common import (
+    Source,
+    common_init,
+    default_base,
+    resolve,
+    router_optim,
+)
 from occiforge.recipe import MoeEntry
 
 NAME = "moe"
@@ -34,6 +40,8 @@ def model_fingerprint(ctx: Context, entry: MoeEntry, plan: Plan) -> str:
     experts, base, langs = plan
     t = ctx.recipe.train
     training = {"seq_len": t.seq_len, "batch_size": t.batch_size, "optim": t.optim.model_dump(mode="json"), "precision": t.precision}
+    if (optim := router_optim(ctx.recipe, entry)).warmup_moved(entry.router.steps):
+        training["warmup"] = optim.warmup_for(entry.router.steps)
     return artifacts.fingerprint("moe-model/1", entry.model_dump(mode="json", exclude={"experts", "base", "languages"}), langs,
                                  [e.fingerprint for e in experts], base and base.fingerprint, ctx.fingerprint("data"),
                                  ctx.recipe.seed, training)

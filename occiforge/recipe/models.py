@@ -48,7 +48,12 @@ class OptimConfig(Strict):
         ends at its floor), all but the last step for a constant one. The train stage says so."""
         if self.warmup_steps + 1 < steps:
             return self.warmup_steps
-        return max(steps - 1, 0) if self.schedule == "constant" else (steps - 1) // 2
+        return max(steps - 1, 0) if self.schedule == "constant" else max(steps - 1, 0) // 2
+
+    def warmup_moved(self, steps: int) -> bool:
+        """Whether `warmup_for` differs from the rule before it (min(warmup_steps, steps - 1), whose decaying
+        schedules then ended at their peak): fingerprints hash the warm-up only then, earlier runs keep theirs."""
+        return self.warmup_for(steps) != min(self.warmup_steps, max(steps - 1, 0))
 
 
 class TrainConfig(Strict):

@@ -42,8 +42,8 @@ def model_fingerprints(ctx: Context) -> dict[str, str]:
         spec["mixture_order"] = list(pm.mixture or {})
         if _extends_vocab(r, pm, known):  # the only models whose weights the embedding init touches
             spec["embedding_init"] = pm.embedding_init
-        steps = model_steps(pm, r.train, ctx.dist.world_size)
-        if r.train.optim.warmup_for(steps) != r.train.optim.warmup_steps:  # hashed since the warm-up is shortened so
+        steps = model_steps(pm, r.train, 1)  # one rank's count: a fingerprint does not depend on the world size
+        if r.train.optim.warmup_moved(steps):
             spec["warmup"] = r.train.optim.warmup_for(steps)
         chats = ctx.fingerprint("conversations") if pm.kind == "sft" else None
         fps[pm.name] = artifacts.fingerprint("model/3", hyper, spec, r.seed, ctx.fingerprint("tokens"), chats,
@@ -88,7 +88,7 @@ def _run(ctx: Context, stop: Any) -> dict[str, Any]:
         if pm not in todo:
             ctx.log(f"  [dim]{pm.name}: up to date[/dim]")
             done = artifacts.read_manifest(folder) or {}
-            trainer.discard_work(ctx, pm.name)  # what a kill after its manifest left
+            trainer.discard_work(ctx, pm.name, fps[pm.name])  # what a kill after its manifest left
         else:
             done = trainer.train_one(ctx, pm, fps[pm.name], setup, clock, stop)
             epochs = ", ".join(f"{lang} {u['epochs']:.2f}" for lang, u in done["per_language"].items())

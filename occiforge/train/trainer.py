@@ -267,12 +267,16 @@ def work_dirs(models_dir: Path, name: str) -> tuple[Path, Path]:
     return models_dir / f".{name}.ckpt", models_dir / f".{name}.plan"
 
 
-def discard_work(ctx: Context, name: str) -> None:
+def discard_work(ctx: Context, name: str, fingerprint: str | None = None) -> None:
     """Remove a model's checkpoints and plan (rank 0): spent once its folder has its manifest, or when it is
-    forced to start over. A finished model's are removed again on the next run (a kill in the middle)."""
-    if ctx.dist.is_main:
-        for folder in work_dirs(ctx.stage_dir("train"), name):
-            shutil.rmtree(folder, ignore_errors=True)
+    forced to start over. A finished model's are removed again on the next run (a kill in the middle), then
+    (`fingerprint`) only checkpoints of that model: another configuration's are kept for `resume_point`."""
+    if not ctx.dist.is_main:
+        return
+    ckpt_dir, plan_dir = work_dirs(ctx.stage_dir("train"), name)
+    shutil.rmtree(plan_dir, ignore_errors=True)  # a pure function of the run's inputs: planned anew if needed
+    if fingerprint is None or checkpoint.fingerprints(ckpt_dir) <= {fingerprint}:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
 def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock | None = None,
@@ -328,7 +332,8 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     samples = (lambda tmp: sft.write_samples(tmp, s.conv_dir, pm)) if pm.kind == "sft" and s.conv_dir else None
     _save_final(model, tok, models_dir / pm.name, history, dist, after=_keep_logs(ckpt_dir, samples))
     final_loss = history[-1]["loss"] if history else None
-    fields = {"init": pm.init, "mixture": pm.mixture, "steps": steps, "final_loss": final_loss,
+    fields = {"init": pm.init, "mixture": pm.mixture, "steps": steps, "warmup_steps": cfg.optim.warmup_for(steps),
+              "final_loss": final_loss,
               "world_size": dist.world_size, "device": dist.hardware(),
               # wall-clock of the process that finished the model (a resumed one: since its resume step)
               "seconds": round(time.perf_counter() - t0, 1), "resumed_from_step": resumed_at[0] if resumed_at else 0, "tokens_seen": steps * cfg.grad_accum * cfg.batch_size * cfg.seq_len * dist.world_size,

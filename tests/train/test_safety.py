@@ -21,6 +21,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from occiforge.context import Context, hms
+from occiforge.dist import DistInfo
 from occiforge.errors import Stopped, UserError
 from occiforge.loop import Hooks, LoopSpec, _Meter, _target_count, train
 from occiforge.recipe import OptimConfig, validate_tree
@@ -205,12 +206,24 @@ def test_a_shortened_warm_up_is_said():
     assert "chat: a warm-up of 20 steps leaves its 12 steps no room to decay: it warms up over 5" in out.getvalue()
 
 
-def _fps(tmp_path: Path, mixture: dict[str, float], **train_over: object) -> str:
+def _fps(tmp_path: Path, mixture: dict[str, float], world: int = 1, model: dict | None = None, **train_over: object) -> str:
     tree = tiny_tree(tmp_path / "run")
     tree["train"].update(train_over)
-    tree["models"] = {"base": {"mixture": mixture}}
-    ctx = Context(recipe=validate_tree(tree, "r.yaml"), stages={}, _fps={"tokens": "t"})
+    tree["models"] = {"base": {"mixture": mixture, **(model or {})}}
+    ctx = Context(recipe=validate_tree(tree, "r.yaml"), stages={}, _fps={"tokens": "t"}, dist=DistInfo(0, world, 0))
     return stage.model_fingerprints(ctx)["base"]
+
+
+def test_the_warm_up_is_hashed_only_where_the_new_rule_moved_it_and_never_by_world_size(tmp_path: Path):
+    en = {"en": 1.0}
+    fp = _fps(tmp_path, en)  # tiny_tree: 12 steps, warm-up 2: as before
+    assert fp == _fps(tmp_path, en, world=4)
+    # a constant schedule's warm-up as long as the run trains as it did: same fingerprint as the old rule gave
+    assert not OptimConfig(warmup_steps=20, schedule="constant").warmup_moved(12)
+    assert OptimConfig(warmup_steps=20).warmup_moved(12) and not OptimConfig(warmup_steps=20).warmup_moved(1)
+    budget = {"tokens": 4 * 32 * 8, "steps": None}  # 8 steps on one rank, 2 on four: a token budget
+    assert _fps(tmp_path, en, model=budget, optim={"warmup_steps": 20}) == _fps(tmp_path, en, world=4, model=budget,
+                                                                             optim={"warmup_steps": 20})
 
 
 def test_the_model_fingerprint_follows_mixture_order_not_monitoring(tmp_path: Path):
@@ -291,3 +304,9 @@ def test_a_kill_while_a_finished_models_checkpoints_are_removed_loses_no_trainin
     monkeypatch.setattr(trainer, "train_one", lambda *a, **k: pytest.fail("a finished model was trained again"))
     assert main(["run", str(recipe), "-q", "--to", "train"]) == 0
     assert sorted(p.name for p in models.iterdir()) == ["base", "manifest.json"]  # nothing set aside, nothing left
+    # the checkpoint of another configuration of the model (edited, trained for days, edit reverted) is not its to delete
+    other = models / ".base.ckpt" / "latest"
+    other.mkdir(parents=True)
+    (other / "trainer_state.json").write_text(json.dumps({"fingerprint": "another", "step": 5000}))
+    assert main(["run", str(recipe), "-q", "--to", "train"]) == 0
+    assert (other / "trainer_state.json").is_file()
