@@ -108,7 +108,8 @@ class PlanCache:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def get(self, name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def get(self, name: str, build: Callable[[], dict[str, np.ndarray]], keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """The entry's arrays (`keys`: the names it must hold), built under the lock if it is not there."""
         final = self.folder / name
         if not final.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -120,7 +121,10 @@ class PlanCache:
                 if not final.is_dir():
                     self._write(final, build())
         try:
-            return {f.stem: np.load(f, mmap_mode="r") for f in sorted(final.glob("*.npy"))}
+            arrays = {f.stem: np.load(f, mmap_mode="r") for f in sorted(final.glob("*.npy"))}
+            if missing := sorted(set(keys) - set(arrays)):
+                raise OSError(f"{', '.join(missing)} missing")
+            return arrays
         except (ValueError, OSError) as e:  # written whole and renamed: only outside damage gets here
             raise UserError(f"{final}: damaged packing plan ({e}); delete {self.folder} and run again "
                             "(it is planned anew from the tokens, the training's checkpoints are kept)") from None
@@ -172,19 +176,19 @@ class LanguagePass:
         # everything the plan depends on, so a cached plan of other documents or settings is never read
         digest = hashlib.blake2b(memoryview(np.ascontiguousarray(self.docs.offsets, dtype=np.int64)), digest_size=8)
         self._key = f"{self.stream}-{digest.hexdigest()}-w{self.window}-s{self.seed}-{int(self.split_long)}"
-        got = self._cached("pieces", build)
+        got = self._cached("pieces", build, ("starts", "lens", "dropped"))
         self.starts, self.lens, self.dropped = got["starts"], got["lens"], int(got["dropped"])
         self.tokens_per_epoch = int(self.lens.sum())
 
-    def _cached(self, what: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def _cached(self, what: str, build: Callable[[], dict[str, np.ndarray]], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         if self.cache is None:
             return build()
-        return self.cache.get(f"{self._key}-{what}", build)
+        return self.cache.get(f"{self._key}-{what}", build, keys)
 
     def epoch(self, e: int) -> Epoch:
         if e not in self._epochs:
             build = lambda: vars(self._build(e))  # noqa: E731
-            got = self._cached(f"epoch{e}", build) if len(self.lens) > CACHED_EPOCH_PIECES else build()
+            got = self._cached(f"epoch{e}", build, ("pieces", "bounds")) if len(self.lens) > CACHED_EPOCH_PIECES else build()
             self._epochs[e] = Epoch(got["pieces"], got["bounds"])
             self._rows[e] = len(self._epochs[e])
             if len(self._epochs) > 2:  # drop the oldest other than e (dicts keep insertion order)

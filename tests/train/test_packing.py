@@ -233,3 +233,6 @@ def test_a_damaged_plan_file_is_one_line_naming_what_to_delete(tmp_path: Path):
     f.write_bytes(f.read_bytes()[:40])
     with pytest.raises(UserError, match=r"entry: damaged packing plan .*delete .*plan and run again"):
         cache.get("entry", lambda: pytest.fail("a damaged entry is not rebuilt in place"))
+    f.unlink()  # a file gone: a KeyError traceback where the plan was read
+    with pytest.raises(UserError, match=r"entry: damaged packing plan \(order missing\)"):
+        cache.get("entry", lambda: pytest.fail("not rebuilt in place"), ("order", "bounds"))
