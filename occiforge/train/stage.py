@@ -98,6 +98,10 @@ def _run(ctx: Context, stop: Any) -> dict[str, Any]:
             reason, code = stop.reason()
             raise Stopped(f"{reason}: models up to {pm.name} are saved, the stage is not finished; "
                           "run the same command again to go on", code)
+    aside = sorted(p.name for p in ctx.stage_dir("train").iterdir() if ".damaged-" in p.name or p.name.endswith(".stale"))
+    if aside:  # said at every run until deleted: they can hold days of training, or a damaged file worth a look
+        trainer.warn(ctx, f"checkpoints set aside by earlier runs are kept in {ctx.stage_dir('train')}: "
+                          f"{', '.join(aside)} (delete them to free the space)")
     return {"models": models}
 
 

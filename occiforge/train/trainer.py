@@ -121,11 +121,11 @@ def warn_repeats(ctx: Context, pm: PlannedModel, usage: dict[str, dict[str, floa
     conversations left out for being longer than a row."""
     for lang, u in usage.items():
         if u["tokens"] > REPEAT_LIMIT * u["tokens_per_epoch"]:
-            _warn(ctx, f"{pm.name} repeats {lang} {u['tokens'] / u['tokens_per_epoch']:.5g} times ({u['tokens']:,} tokens from "
+            warn(ctx, f"{pm.name} repeats {lang} {u['tokens'] / u['tokens_per_epoch']:.5g} times ({u['tokens']:,} tokens from "
                        f"{u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
                        "(Muennighoff et al. 2023)")
         if u.get("left_out_too_long"):
-            _warn(ctx, f"{pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than a row "
+            warn(ctx, f"{pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than a row "
                        "(train.seq_len + 1 tokens); raise seq_len to keep them")
 
 
@@ -133,7 +133,7 @@ def warn_warmup(ctx: Context, pm: PlannedModel, steps: int, optim: OptimConfig) 
     """Say when the warm-up is shortened (`OptimConfig.warmup_for`): the recipe asked for another."""
     if (warmup := optim.warmup_for(steps)) != optim.warmup_steps:
         room = "reach its learning rate" if optim.schedule == "constant" else "decay"
-        _warn(ctx, f"{pm.name}: a warm-up of {optim.warmup_steps} steps leaves its {steps} steps no room to {room}: "
+        warn(ctx, f"{pm.name}: a warm-up of {optim.warmup_steps} steps leaves its {steps} steps no room to {room}: "
                    f"it warms up over {warmup}")
 
 
@@ -227,19 +227,20 @@ def _hooks(ctx: Context, pm: PlannedModel, s: Setup, ckpt_dir: Path, stop: monit
 
     validate = None
     if cfg.val_every:
-        warn = lambda msg: _warn(ctx, f"{pm.name}: {msg}")  # noqa: E731
+        short = lambda msg: warn(ctx, f"{pm.name}: {msg}")  # noqa: E731  # a language validation leaves out
         if pm.kind == "sft" and s.conv_dir is not None:  # an instruct model: its own held-out conversations
-            rows = monitor.conversation_rows(sft.chat_docs(s.conv_dir, pm, "heldout"), cfg.seq_len + 1, cfg.val_tokens, warn)
+            rows = monitor.conversation_rows(sft.chat_docs(s.conv_dir, pm, "heldout"), cfg.seq_len + 1, cfg.val_tokens, short)
         else:  # every language's held-out text: what continued training does to each
             rows = monitor.text_rows({lang: open_token_docs(ctx.stage_dir("tokens") / lang / "heldout")[0] for lang in s.docs
                                       if (ctx.stage_dir("tokens") / lang / "heldout").is_dir()},
-                                     cfg.seq_len + 1, cfg.val_tokens, warn)
+                                     cfg.seq_len + 1, cfg.val_tokens, short)
         validate = monitor.validation(rows, cfg.batch_size)
     return Hooks(on_log=log, validate=validate, should_stop=stop.should_stop, stop_reason=stop.reason,
                  on_resume=resumed), log
 
 
-def _warn(ctx: Context, msg: str) -> None:
+def warn(ctx: Context, msg: str) -> None:
+    """A warning on rank 0, printed even with -q."""
     if ctx.dist.is_main:
         ctx.console.print(f"occiforge: warning: {msg}", highlight=False, soft_wrap=True)
 
@@ -297,7 +298,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     warn_repeats(ctx, pm, usage)
     say = lambda msg: ctx.log(f"  {pm.name}: {msg}")  # noqa: E731
     try:  # decided before the build: a resume needs no init weights; a checkpoint set aside is said even with -q
-        resume = resume_point(ckpt_dir, fp, dist.rank, dist.world_size, lambda msg: _warn(ctx, f"{pm.name}: {msg}"))
+        resume = resume_point(ckpt_dir, fp, dist.rank, dist.world_size, lambda msg: warn(ctx, f"{pm.name}: {msg}"))
     except UserError as e:
         raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
     model, tok = _build(ctx, pm, s, checkpoint.structure(ckpt_dir) if resume.state is not None else None)

@@ -280,7 +280,7 @@ def test_weights_gone_bad_in_the_last_update_are_not_handed_on(tmp_path: Path):
 
 @pytest.mark.slow
 def test_a_kill_while_a_finished_models_checkpoints_are_removed_loses_no_training(tmp_path: Path,
-                                                                                 monkeypatch: pytest.MonkeyPatch):
+                                                                                 monkeypatch: pytest.MonkeyPatch, capsys):
     """The checkpoints used to go before the model's manifest: a kill in between retrained the model from its
     previous checkpoint (or from step 0), and one mid-removal set a half-removed `latest` aside as damaged."""
     from occiforge.cli import main
@@ -302,7 +302,13 @@ def test_a_kill_while_a_finished_models_checkpoints_are_removed_loses_no_trainin
     assert (models / "base" / "manifest.json").is_file() and (models / ".base.ckpt").is_dir()
     monkeypatch.setattr(trainer, "discard_work", discard)
     monkeypatch.setattr(trainer, "train_one", lambda *a, **k: pytest.fail("a finished model was trained again"))
+    aside = models / ".base.ckpt.latest.damaged-20261201-000000"  # what an earlier run set aside is said, even with -q
+    aside.mkdir()
+    capsys.readouterr()
     assert main(["run", str(recipe), "-q", "--to", "train"]) == 0
+    said = capsys.readouterr()
+    assert f"{aside.name} (delete them to free the space)" in said.out + said.err
+    aside.rmdir()
     assert sorted(p.name for p in models.iterdir()) == ["base", "manifest.json"]  # nothing set aside, nothing left
     # the checkpoint of another configuration of the model (edited, trained for days, edit reverted) is not its to delete
     other = models / ".base.ckpt" / "latest"
