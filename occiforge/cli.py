@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
             given, command = list(sys.argv[1:] if args is None else args), getattr(parsed, "command", None)
-            after = command in given and extra[0] in given and given.index(extra[0]) > given.index(command)
+            after = command in given and extra[0] in given[given.index(command) + 1 :]
             (self.commands[command] if after else self).error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 

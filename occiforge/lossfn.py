@@ -123,6 +123,8 @@ def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
     if not whole:
         flat, targets = flat.index_select(0, index), targets.index_select(0, index)
     scale = torch.ones_like(targets, dtype=torch.float32) / count  # count may be a device tensor: no sync
+    if not torch.is_grad_enabled():  # validation: the head's parameter would still ask for its V x d gradient
+        flat, weight = flat.detach(), weight.detach()
     loss, nll = _LinearCrossEntropy.apply(flat, weight, targets, scale, rows, softcap, dtype)
     if not whole:
         nll = torch.zeros(b * (t - 1), dtype=nll.dtype, device=nll.device).index_copy_(0, index, nll)

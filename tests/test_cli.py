@@ -100,6 +100,7 @@ def test_a_reader_that_leaves_early_is_no_traceback():
 @pytest.mark.parametrize("argv, said", [
     (["run", "x.yaml", "--bogus"], "occiforge: error: run: unrecognized arguments: --bogus (see occiforge run --help)"),
     (["--bogus", "run", "x.yaml"], "occiforge: error: unrecognized arguments: --bogus (see occiforge --help)"),
+    (["run", "x.yaml", "run"], "occiforge: error: run: unrecognized arguments: run (see occiforge run --help)"),
     (["frobnicate"], "occiforge: error: argument COMMAND: invalid choice: 'frobnicate'")])
 def test_a_usage_error_is_said_once_by_the_command_it_was_given_to(argv: list[str], said: str, capsys):
     """It said 'occiforge: error: occiforge: ...' and sent every unknown flag to the top-level help."""

@@ -109,6 +109,15 @@ def test_without_labels_the_models_own_forward_runs_and_validation_holds_no_logi
     with torch.no_grad():
         want = own(input_ids=ids, labels=labels).loss
     assert out.logits is None and float(out.loss) == pytest.approx(float(want), abs=1e-5)
+    asked: list[bool] = []
+    apply = lossfn._LinearCrossEntropy.apply
+    lossfn._LinearCrossEntropy.apply = lambda *a: asked.append(a[0].requires_grad or a[1].requires_grad) or apply(*a)
+    try:
+        with lossfn.chunked(model), torch.no_grad():
+            model(input_ids=ids, labels=labels)
+    finally:
+        lossfn._LinearCrossEntropy.apply = apply
+    assert asked == [False]  # the head's weight requires grad, but validation must not build its V x d gradient
     assert len(seen) == 1 and not any(lossfn.TARGET_INDEX in kw for kw in seen)  # the loop's key never reaches it
 
 

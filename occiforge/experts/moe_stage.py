@@ -40,7 +40,7 @@ def model_fingerprint(ctx: Context, entry: MoeEntry, plan: Plan) -> str:
     experts, base, langs = plan
     t = ctx.recipe.train
     training = {"seq_len": t.seq_len, "batch_size": t.batch_size, "optim": t.optim.model_dump(mode="json"), "precision": t.precision}
-    if (optim := router_optim(ctx.recipe, entry)).warmup_moved(entry.router.steps):
+    if entry.router.train != "none" and (optim := router_optim(ctx.recipe, entry)).warmup_moved(entry.router.steps):
         training["warmup"] = optim.warmup_for(entry.router.steps)
     return artifacts.fingerprint("moe-model/1", entry.model_dump(mode="json", exclude={"experts", "base", "languages"}), langs,
                                  [e.fingerprint for e in experts], base and base.fingerprint, ctx.fingerprint("data"),

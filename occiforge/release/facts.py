@@ -89,7 +89,7 @@ def training_facts(ctx: Context, rec: ModelRecord) -> dict[str, Any]:
     return {"steps": rec.steps, "tokens_seen": rec.tokens_seen, "final_loss": man.get("final_loss"),
             "tokens_per_s": sum(logged) / len(logged) if logged else None,
             "seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-            "schedule": cfg.optim.schedule, "warmup_steps": man.get("warmup_steps", cfg.optim.warmup_steps), "lr": planned.lr if planned else None,
+            "schedule": cfg.optim.schedule, "warmup_steps": man.get("warmup_steps", cfg.optim.warmup_for(rec.steps or 0)), "lr": planned.lr if planned else None,
             "min_lr_ratio": cfg.optim.min_lr_ratio, "precision": cfg.precision, "world_size": man.get("world_size"),
             "device": man.get("device"), "seconds": man.get("seconds"), "resumed_from_step": man.get("resumed_from_step")}
 

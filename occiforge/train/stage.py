@@ -88,7 +88,8 @@ def _run(ctx: Context, stop: Any) -> dict[str, Any]:
         if pm not in todo:
             ctx.log(f"  [dim]{pm.name}: up to date[/dim]")
             done = artifacts.read_manifest(folder) or {}
-            trainer.discard_work(ctx, pm.name, fps[pm.name])  # what a kill after its manifest left
+            steps = model_steps(pm, ctx.recipe.train, ctx.dist.world_size)  # what a kill after its manifest left:
+            trainer.discard_work(ctx, pm.name, trainer.run_fingerprint(fps[pm.name], ctx.recipe.train, steps))
         else:
             done = trainer.train_one(ctx, pm, fps[pm.name], setup, clock, stop)
             epochs = ", ".join(f"{lang} {u['epochs']:.2f}" for lang, u in done["per_language"].items())

@@ -268,10 +268,16 @@ def work_dirs(models_dir: Path, name: str) -> tuple[Path, Path]:
     return models_dir / f".{name}.ckpt", models_dir / f".{name}.plan"
 
 
+def run_fingerprint(fp: str, cfg: TrainConfig, steps: int) -> str:
+    """What a model's checkpoints are of: its fingerprint, and its warm-up where that moved (`warmup_moved`): on
+    another number of ranks a token budget's steps differ, which the fingerprint (one rank's steps) cannot tell."""
+    return artifacts.fingerprint(fp, cfg.optim.warmup_for(steps)) if cfg.optim.warmup_moved(steps) else fp
+
+
 def discard_work(ctx: Context, name: str, fingerprint: str | None = None) -> None:
     """Remove a model's checkpoints and plan (rank 0): spent once its folder has its manifest, or when it is
     forced to start over. A finished model's are removed again on the next run (a kill in the middle), then
-    (`fingerprint`) only checkpoints of that model: another configuration's are kept for `resume_point`."""
+    (`fingerprint`: its `run_fingerprint`) only its own: another configuration's are kept for `resume_point`."""
     if not ctx.dist.is_main:
         return
     ckpt_dir, plan_dir = work_dirs(ctx.stage_dir("train"), name)
@@ -292,18 +298,19 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     barrier()
     steps = model_steps(pm, cfg, dist.world_size)
     warn_warmup(ctx, pm, steps, cfg.optim)
+    run_fp = run_fingerprint(fp, cfg, steps)
     # the packing plan is planned once and memory-mapped by every rank (and by a resumed run)
     rows = packed_rows(pm, s, cfg, r.seed, dist.world_size, PlanCache(plan_dir))
     usage = rows.usage()
     warn_repeats(ctx, pm, usage)
     say = lambda msg: ctx.log(f"  {pm.name}: {msg}")  # noqa: E731
     try:  # decided before the build: a resume needs no init weights; a checkpoint set aside is said even with -q
-        resume = resume_point(ckpt_dir, fp, dist.rank, dist.world_size, lambda msg: warn(ctx, f"{pm.name}: {msg}"))
+        resume = resume_point(ckpt_dir, run_fp, dist.rank, dist.world_size, lambda msg: warn(ctx, f"{pm.name}: {msg}"))
     except UserError as e:
         raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
     model, tok = _build(ctx, pm, s, checkpoint.structure(ckpt_dir) if resume.state is not None else None)
     spec = LoopSpec(steps=steps, lr=pm.lr, optim=cfg.optim, grad_accum=cfg.grad_accum, precision=cfg.precision,
-                    save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=fp, groups=tuple(rows.langs),
+                    save_every=cfg.save_every, log_every=cfg.log_every, fingerprint=run_fp, groups=tuple(rows.langs),
                     flops_per_token=_flops(model, cfg.seq_len), peak_flops=monitor.peak_flops(dist.device, cfg.precision),
                     val_every=cfg.val_every, chunked_loss=cfg.chunked_loss)
     clock = clock or RunClock(steps)

@@ -221,6 +221,10 @@ def test_the_warm_up_is_hashed_only_where_the_new_rule_moved_it_and_never_by_wor
     # a constant schedule's warm-up as long as the run trains as it did: same fingerprint as the old rule gave
     assert not OptimConfig(warmup_steps=20, schedule="constant").warmup_moved(12)
     assert OptimConfig(warmup_steps=20).warmup_moved(12) and not OptimConfig(warmup_steps=20).warmup_moved(1)
+    from occiforge.train.trainer import run_fingerprint
+
+    cfg = validate_tree(tiny_tree(tmp_path / "run", train={"optim": {"warmup_steps": 20}}), "r.yaml").train
+    assert run_fingerprint("f", cfg, 22) == "f" and run_fingerprint("f", cfg, 8) not in {"f", run_fingerprint("f", cfg, 2)}
     budget = {"tokens": 4 * 32 * 8, "steps": None}  # 8 steps on one rank, 2 on four: a token budget
     assert _fps(tmp_path, en, model=budget, optim={"warmup_steps": 20}) == _fps(tmp_path, en, world=4, model=budget,
                                                                              optim={"warmup_steps": 20})
