@@ -48,6 +48,7 @@ from occiforge.lm import runs_own_code
 
 LATEST, PREVIOUS = "latest", "previous"
 CONFIG, GENERATION = "config.json", "generation_config.json"  # the model's structure (see `structure`)
+STATE = "trainer_state.json"  # written last: a checkpoint folder holding it is complete
 
 
 @contextmanager
@@ -97,7 +98,7 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             _write_structure(tmp, model)
             (tmp / "optimizer_groups.json").write_text(json.dumps(groups))
             files = {p.name: [p.stat().st_size, artifacts.file_digest(p)] for p in sorted(tmp.iterdir()) if p.is_file()}
-            (tmp / "trainer_state.json").write_text(json.dumps({**state, "files": files}))  # last: marks it complete
+            (tmp / STATE).write_text(json.dumps({**state, "files": files}))  # last: marks it complete
     except OSError as e:  # a full disk, a quota: the checkpoint before this one is still whole
         raise UserError(f"checkpoint: cannot write {tmp} ({e.strerror or e}); {final} is intact; "
                         "free some space and run the same command again to resume") from None
@@ -134,9 +135,9 @@ def structure(folder: Path) -> Path | None:
 def damage(ckpt: Path) -> str | None:
     """What is wrong with a checkpoint folder (a file missing, cut short or changed), or None."""
     try:
-        state = json.loads((ckpt / "trainer_state.json").read_text())
+        state = json.loads((ckpt / STATE).read_text())
     except (OSError, ValueError) as e:
-        return f"trainer_state.json unreadable ({e.__class__.__name__})"
+        return f"{STATE} unreadable ({e.__class__.__name__})"
     for name, (size, digest) in state.get("files", {}).items():
         path = ckpt / name
         if not path.is_file() or path.stat().st_size != size or artifacts.file_digest(path) != digest:
@@ -149,7 +150,7 @@ def fingerprints(folder: Path) -> set[str]:
     out = set()
     for name in (LATEST, PREVIOUS):
         try:
-            out.add(json.loads((folder / name / "trainer_state.json").read_text())["fingerprint"])
+            out.add(json.loads((folder / name / STATE).read_text())["fingerprint"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
     return out
@@ -167,7 +168,7 @@ def usable(folder: Path, log: Callable[[str], None], rank: int = 0) -> dict[str,
             if name == PREVIOUS and rank == 0:
                 os.replace(ckpt, folder / LATEST)
             barrier()
-            return json.loads((folder / LATEST / "trainer_state.json").read_text())
+            return json.loads((folder / LATEST / STATE).read_text())
         barrier()  # every rank has looked before rank 0 renames
         if rank == 0:
             # beside the checkpoint folder, which a fresh start removes: a damaged one is kept for a look
@@ -199,7 +200,7 @@ def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
             state.setdefault(fqn, {})[name] = value
     groups = json.loads((ckpt / "optimizer_groups.json").read_text())
     set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups})
-    return json.loads((ckpt / "trainer_state.json").read_text())
+    return json.loads((ckpt / STATE).read_text())
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

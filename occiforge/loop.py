@@ -258,7 +258,7 @@ def _check_weights(model: torch.nn.Module, world: int, step: int, ckpt_dir: Path
 
 
 def _diverged(bad: int, step: int, loss: float, norm: float, ckpt_dir: Path, weights: bool = False) -> UserError:
-    path = ckpt_dir / checkpoint.LATEST / "trainer_state.json"
+    path = ckpt_dir / checkpoint.LATEST / checkpoint.STATE
     state = json.loads(path.read_text()) if path.is_file() else None
     kept = f"the last good checkpoint (step {state['step']}) is kept in {ckpt_dir}" if state else "no checkpoint was written"
     if weights:

@@ -104,12 +104,10 @@ def conversation_rows(heldout: dict[str, Any], window: int, tokens: int,
     for lang, docs in heldout.items():
         rows, taken = [], 0
         for s, e in zip(docs.offsets[:-1].tolist(), docs.offsets[1:].tolist()):
-            e = min(e, s + window)
-            ids = np.asarray(docs.ids[s:e], dtype=np.int64)
-            labels = ids.copy()
-            if docs.targets is not None:
-                labels[np.asarray(docs.targets[s:e]) == 0] = -100
-            if len(ids) > 1 and (labels[1:] != -100).any():
+            if e - s < 2:
+                continue
+            ids, labels = docs.piece(s, min(e - s, window))
+            if (labels != -100).any():
                 rows.append((ids, labels))
                 taken += len(ids)
             if rows and taken >= tokens:
@@ -125,18 +123,18 @@ def validation(rows: dict[str, list[Row]], batch_size: int) -> Callable[[torch.n
     """`validate(model)` -> mean next-token loss per language over the targets of its rows (`text_rows`,
     `conversation_rows`: the same rows at every call, so the curve is comparable). Rows of unequal length
     are padded at the end and masked."""
+    batches = {lang: [_padded(r[at : at + batch_size]) for at in range(0, len(r), batch_size)] for lang, r in rows.items()}
+    targets = {lang: [int((b["labels"][:, 1:] != -100).sum()) for b in bs] for lang, bs in batches.items()}
+
     def validate(model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         out = {}
-        for lang, lang_rows in rows.items():
-            total, count = 0.0, 0
-            for at in range(0, len(lang_rows), batch_size):
-                batch = _padded(lang_rows[at : at + batch_size])
-                n = int((batch["labels"][:, 1:] != -100).sum())
+        for lang, lang_batches in batches.items():
+            total = 0.0
+            for batch, n in zip(lang_batches, targets[lang]):
                 if n:
-                    loss = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).loss
-                    total, count = total + float(loss) * n, count + n
-            out[lang] = total / max(count, 1)
+                    total += float(model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).loss) * n
+            out[lang] = total / max(sum(targets[lang]), 1)
         return out
 
     return validate

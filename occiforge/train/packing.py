@@ -46,6 +46,16 @@ class Docs:
     offsets: np.ndarray
     targets: np.ndarray | None = None
 
+    def piece(self, s: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """ids[s : s + n] and their labels: -100 on the first token (nothing before it in the piece predicts
+        it) and, with a target mask, wherever the mask is 0."""
+        ids = np.asarray(self.ids[s : s + n], dtype=np.int64)
+        labels = ids.copy()
+        if self.targets is not None:
+            labels[np.asarray(self.targets[s : s + n]) == 0] = -100
+        labels[0] = -100
+        return ids, labels
+
 
 def pieces(docs: Docs, window: int, split_long: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """(starts, lengths) of the items to pack, and how many documents were left out as too long.
@@ -279,13 +289,9 @@ class PackedMixture:
         pos = np.zeros(self.window, dtype=np.int64)
         at = 0
         for piece in p.epoch(e).row(k):
-            s, n = int(p.starts[piece]), int(p.lens[piece])
-            seg = np.asarray(p.docs.ids[s : s + n], dtype=np.int64)
-            lab = seg.copy()
-            if p.docs.targets is not None:
-                lab[np.asarray(p.docs.targets[s : s + n]) == 0] = -100
-            lab[0] = -100
-            ids[at : at + n], labels[at : at + n], pos[at : at + n] = seg, lab, np.arange(n)
+            n = int(p.lens[piece])
+            ids[at : at + n], labels[at : at + n] = p.docs.piece(int(p.starts[piece]), n)
+            pos[at : at + n] = np.arange(n)
             at += n
         pos[at:] = np.arange(self.window - at)  # padding: a block of its own, no targets
         return ids, labels, pos, li

@@ -70,6 +70,8 @@ def peak_flops(gpu_type: str, precision: str) -> float:
     """The dense peak FLOP/s that the run's products reach at best: bf16 on the tensor cores, fp32 without."""
     _, bf16, fp32 = GPUS[gpu_type]
     return bf16 if precision == "bf16" else fp32
+
+
 # occiforge's own GPU benchmark (BENCHMARKS.md, "~1B Llama, sequence 4096", benchmarks/gpu_train.py):
 # 52.9% with FSDP2 + compile on one H200, under its convention 6·N (all weights) + 12·L·h·T; in this
 # module's convention (`flops_per_token`: no input embedding) the same run is 50.5%. One GPU, ~1B

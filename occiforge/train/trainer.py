@@ -303,7 +303,6 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     rows = packed_rows(pm, s, cfg, r.seed, dist.world_size, PlanCache(plan_dir))
     usage = rows.usage()
     warn_repeats(ctx, pm, usage)
-    say = lambda msg: ctx.log(f"  {pm.name}: {msg}")  # noqa: E731
     try:  # decided before the build: a resume needs no init weights; a checkpoint set aside is said even with -q
         resume = resume_point(ckpt_dir, run_fp, dist.rank, dist.world_size, lambda msg: warn(ctx, f"{pm.name}: {msg}"))
     except UserError as e:
@@ -330,7 +329,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
         try:
             history = train(model, batch_source(rows, cfg, dist.rank, dist.world_size), spec, ckpt_dir, rank=dist.rank,
                             on_step=lambda step, loss: progress.update(task, completed=step + 1, loss=loss, run=clock.tick()),
-                            log=say, hooks=hooks, resume=resume)
+                            log=lambda msg: ctx.log(f"  {pm.name}: {msg}"), hooks=hooks, resume=resume)
         except UserError as e:
             raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
         except Stopped as e:
