@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from occiforge.train import plan
+
 LOG_FILE, TB_DIR = "train_log.jsonl", "tb"
 EXIT_CODES = {signal.SIGTERM: 0, signal.SIGINT: 130}  # SIGTERM: schedulers expect 0; Ctrl-C: 130 as the CLI
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}  # dense, per GPU
 
 
 class TrainLog:
@@ -153,12 +154,12 @@ def _padded(rows: list[Row]) -> dict[str, torch.Tensor]:
 
 
 def peak_flops(device: str | torch.device, precision: str) -> float | None:
-    """The dense bf16 peak of the GPU by name; None on CPU, an unknown GPU, or an fp32 run (whose
-    products do not run at that peak): no MFU is shown then."""
-    if torch.device(device).type != "cuda" or precision != "bf16":
+    """The dense peak FLOP/s of the GPU by name for the run's precision (`plan.GPUS`, the table the
+    plan's GPU hours use); None on CPU or a GPU not in the table: no MFU is shown then."""
+    if torch.device(device).type != "cuda":
         return None
-    name = torch.cuda.get_device_name(torch.device(device))
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+    gpu = plan.gpu_type_of(torch.cuda.get_device_name(torch.device(device)))
+    return plan.peak_flops(gpu, precision) if gpu else None
 
 
 class GracefulStop:

@@ -49,6 +49,7 @@ Nothing here imports torch at module level: `occiforge --help` stays light.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,15 @@ GPUS: dict[str, tuple[int, float, float]] = {
     "A100": (81_920, 312e12, 19.5e12),  # the 80 GB part
     "A100-80": (81_920, 312e12, 19.5e12),
     "A100-40": (40_960, 312e12, 19.5e12),
+    "L40S": (46_068, 362e12, 91.6e12),
+    "A10": (23_028, 125e12, 31.2e12),
 }
+
+
+def gpu_type_of(device_name: str) -> str | None:
+    """The row of `GPUS` a CUDA device name is ("NVIDIA A100-SXM4-80GB" -> A100); None for a GPU not in it
+    (whole names only: an A10G or a GH200 is not an A10 or an H200)."""
+    return next((k for k in sorted(GPUS, key=len, reverse=True) if re.search(rf"\b{re.escape(k)}\b", device_name)), None)
 
 
 def peak_flops(gpu_type: str, precision: str) -> float:

@@ -244,3 +244,18 @@ def test_help_imports_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "plan" in proc.stdout and "--gpu-type" in proc.stdout
+
+
+def test_the_monitor_finds_a_gpu_in_the_plans_table_by_its_whole_name(monkeypatch: pytest.MonkeyPatch):
+    """One table of GPU peaks: MFU in the train log divides by what the plan's GPU hours assume."""
+    import torch
+
+    from occiforge.train import monitor, plan
+
+    names = {"NVIDIA H100 80GB HBM3": "H100", "NVIDIA A100-SXM4-40GB": "A100", "NVIDIA L40S": "L40S",
+             "NVIDIA A10": "A10", "NVIDIA A10G": None, "NVIDIA GH200 480GB": None}
+    assert {n: plan.gpu_type_of(n) for n in names} == names
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    assert monitor.peak_flops("cuda:0", "bf16") == plan.peak_flops("A100", "bf16") == 312e12
+    assert monitor.peak_flops("cuda:0", "fp32") == 19.5e12  # CUDA cores: TF32 stays off
+    assert monitor.peak_flops("cpu", "bf16") is None
