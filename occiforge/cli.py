@@ -182,8 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"occiforge: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except Stopped as e:  # a signal during training: a checkpoint was written
-        print(f"occiforge: {e}", file=sys.stderr)
+    except Stopped as e:  # a signal during training: a checkpoint was written (the same line on every rank)
+        if dist.env_rank() == 0:
+            print(f"occiforge: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         again = "; run the same command again to resume" if args.command not in ONE_SHOT else ""

@@ -43,9 +43,14 @@ class DistInfo:
         return cls()
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun), before or without a process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init() -> DistInfo:
     """Join the process group torchrun set up (NCCL on GPU, gloo on CPU); none for one process."""
-    info = DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+    info = DistInfo(env_rank(), int(os.environ.get("WORLD_SIZE", "1")),
                     int(os.environ.get("LOCAL_RANK", "0")))
     if info.world_size == 1:
         return info

@@ -121,12 +121,18 @@ def warn_repeats(ctx: Context, pm: PlannedModel, usage: dict[str, dict[str, floa
     conversations left out for being longer than a row."""
     for lang, u in usage.items():
         if u["tokens"] > REPEAT_LIMIT * u["tokens_per_epoch"]:
-            warn(ctx, f"{pm.name} repeats {lang} {u['tokens'] / u['tokens_per_epoch']:.5g} times ({u['tokens']:,} tokens from "
+            warn(ctx, f"{pm.name} repeats {lang} {_above(u['tokens'] / u['tokens_per_epoch'], REPEAT_LIMIT)} times "
+                       f"({u['tokens']:,} tokens from "
                        f"{u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
                        "(Muennighoff et al. 2023)")
         if u.get("left_out_too_long"):
             warn(ctx, f"{pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than a row "
                        "(train.seq_len + 1 tokens); raise seq_len to keep them")
+
+
+def _above(x: float, limit: float) -> str:
+    """x, printed short but never as the limit it exceeds (4.000001024, not 4)."""
+    return short if float(short := f"{x:.5g}") > limit else repr(x)
 
 
 def warn_warmup(ctx: Context, pm: PlannedModel, steps: int, optim: OptimConfig) -> None:

@@ -77,7 +77,8 @@ def test_two_rank_checkpoint_resumes_on_two_ranks_not_one(prepared: Path):
     proc = _torchrun(prepared)
     wait_for_lines(ckpt / "train_log.jsonl", 3, proc)  # training started
     proc.terminate()  # `kill PID` of the launcher: torchrun passes SIGTERM to its workers, which checkpoint and exit
-    proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=120)
+    assert out.count("stopped by SIGTERM") == 1, out[-3000:]  # one line for the job, not one per rank
     state = ckpt / "latest" / "trainer_state.json"
     step = json.loads(state.read_text())["step"]
     assert 3 <= step < 200 and not (prepared.parent / "run" / "models" / "base" / "manifest.json").exists()

@@ -194,6 +194,9 @@ def test_repetition_is_warned_only_beyond_four_epochs_with_the_count_unrounded()
     warn_repeats(ctx, SimpleNamespace(name="base"), usage(40_000))  # type: ignore[arg-type]
     warn_repeats(ctx, SimpleNamespace(name="base"), usage(40_004))  # type: ignore[arg-type]  # 4.0004: rounds to 4.0
     assert out.getvalue().count("warning") == 1 and "base repeats en 4.0004 times (40,004 tokens from 10,000)" in out.getvalue()
+    big = {"en": {"tokens": 4_000_001_024, "tokens_per_epoch": 10**9, "epochs": 4.0}}  # 4.000001: .5g says 4
+    warn_repeats(ctx, SimpleNamespace(name="base"), big)  # type: ignore[arg-type]
+    assert "base repeats en 4.000001024 times" in out.getvalue()
 
 
 def test_a_shortened_warm_up_is_said():
