@@ -69,6 +69,25 @@ def test_wrong_type_names_path(tmp_path: Path):
     assert "models.cpt.replay" in msg and "valid number" in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("edit, key", [
+    (lambda t: t["train"]["optim"].update(lr=True), "train.optim.lr"),  # lax pydantic: lr 1.0
+    (lambda t: t["train"].update(batch_size=True), "train.batch_size"),
+    (lambda t: t["train"]["optim"].update(betas=[0.9, True]), "train.optim.betas"),
+    (lambda t: t["models"]["base"]["mixture"].update(en=True), "models.base.mixture"),
+])
+def test_true_or_false_is_no_number(tmp_path: Path, edit, key):
+    tree = tiny_tree(tmp_path)
+    edit(tree)
+    assert _error(tree, tmp_path) == f"{tmp_path / 'r.yaml'}: {key}: expected a number, not true/false"
+
+
+def test_a_key_given_twice_names_its_line(tmp_path: Path, tiny_recipe: Path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(tiny_recipe.read_text().replace("train:\n", "train:\n  steps: 400\n", 1))
+    with pytest.raises(UserError, match=r"dup.yaml: line \d+ invalid YAML: duplicate key 'steps'"):
+        load_recipe(path)
+
+
 def test_unknown_language(tmp_path: Path):
     msg = _error(tiny_tree(tmp_path, langs=("en", "xx")), tmp_path)
     assert "languages" in msg and "'xx'" in msg

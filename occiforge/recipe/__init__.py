@@ -178,12 +178,29 @@ def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
             node = node[key]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML where a key given twice in one mapping is an error (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise UserError(f"--set {item!r}: expected KEY=VALUE")
     key, raw = item.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(raw) if raw != "" else ""
+        return key.strip(), parse_yaml(raw) if raw != "" else ""
     except yaml.YAMLError as e:
         raise UserError(f"--set {key}: value is not valid YAML ({e.__class__.__name__})") from None
 
@@ -211,7 +228,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override (`a.b=value`) and validate a recipe; every problem is a one-line UserError."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: recipe file not found") from None
     except UnicodeDecodeError as e:
