@@ -84,8 +84,10 @@ def check_messages(messages: Any, where: str) -> Messages:
     for m in messages:
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise UserError(f"{where}: a message must be {{role: system|user|assistant, content: text}}, got {str(m)[:80]!r}")
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-        raise UserError(f"{where}: the conversation has no assistant turn")
+    answers = [m for m in messages if m["role"] == "assistant"]
+    if not any(m["content"].strip() for m in answers):
+        raise UserError(f"{where}: the conversation's assistant turn is empty" if answers else
+                        f"{where}: the conversation has no assistant turn")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -175,6 +177,8 @@ def repl(model_path: str, max_new_tokens: int = 128, system: str | None = None) 
     )
 
     check_available(model_path, "chat --model")  # offline or mistyped: one line now, not a minute of Hub retries
+    if (folder := Path(model_path).expanduser()).is_dir() and not (folder / "config.json").is_file():
+        raise UserError(f"chat --model: {model_path} is not a model folder (no config.json)")
     tok = load_tokenizer(model_path)
     if not getattr(tok, "chat_template", None):
         raise UserError(f"{model_path}: the tokenizer has no chat template (train a `kind: sft` model, or use an instruct model)")

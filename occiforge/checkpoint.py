@@ -42,7 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from occiforge import artifacts
-from occiforge.dist import barrier
+from occiforge.dist import barrier, is_initialized
 from occiforge.errors import UserError
 from occiforge.lm import runs_own_code
 
@@ -92,7 +92,7 @@ def save(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     try:
         with _single_process_ok():
             # save_distributed: one file per rank (without it every rank writes the same file name)
-            dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=True))
+            dcp.save(flat, storage_writer=HuggingFaceStorageWriter(str(tmp), save_distributed=True), no_dist=not is_initialized())
         barrier()
         if rank == 0:
             _write_structure(tmp, model)
@@ -190,7 +190,7 @@ def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         if unused := sorted(k for k in saved if k.startswith("model.") and k not in flat):  # DCP would skip them silently
             raise UserError(f"checkpoint {ckpt} holds weights this model has no place for ({', '.join(unused[:3])}); "
                             f"delete {folder} to start over")
-        dcp.load(flat, storage_reader=reader)
+        dcp.load(flat, storage_reader=reader, no_dist=not is_initialized())
     model_sd = {k.removeprefix("model."): v for k, v in flat.items() if k.startswith("model.")}
     set_model_state_dict(model, model_sd, options=StateDictOptions(strict=False))
     state: dict[str, dict[str, torch.Tensor]] = {}

@@ -138,10 +138,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(dump_recipe(recipe), end="")
         return 0
     if args.command == "run":
-        ctx = runner.make_context(recipe, args.quiet, args.force, dist.init())
+        ctx = runner.make_context(recipe, args.quiet, args.force, dist.init(recipe.train.dist_timeout_minutes))
         runner.run(ctx, runner.select(ctx.stages, args.start, args.stop))
     else:
-        ctx = runner.make_context(recipe, args.quiet, [args.command] if args.force else [], dist.init())
+        ctx = runner.make_context(recipe, args.quiet, [args.command] if args.force else [], dist.init(recipe.train.dist_timeout_minutes))
         runner.run(ctx, [args.command])
     return 0
 

@@ -132,3 +132,8 @@ class Context:
     def log(self, msg: str) -> None:
         if not self.quiet and self.dist.is_main:
             self.console.print(msg)
+
+    def warn(self, msg: str) -> None:
+        """A warning on rank 0, printed even with -q."""
+        if self.dist.is_main:
+            self.console.print(f"occiforge: warning: {msg}", highlight=False, soft_wrap=True)

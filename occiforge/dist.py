@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+_local = False  # inside `local()`: this process works alone, whatever process group exists
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,10 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def init() -> DistInfo:
-    """Join the process group torchrun set up (NCCL on GPU, gloo on CPU); none for one process."""
+def init(timeout_minutes: float = 30) -> DistInfo:
+    """Join the process group torchrun set up (NCCL on GPU, gloo on CPU); none for one process.
+    `timeout_minutes`: how long a rank waits in a collective (NCCL's default is 10) while rank 0
+    works alone: builds the model, hashes a checkpoint, saves the final folder."""
     info = DistInfo(env_rank(), int(os.environ.get("WORLD_SIZE", "1")),
                     int(os.environ.get("LOCAL_RANK", "0")))
     if info.world_size == 1:
@@ -60,16 +66,40 @@ def init() -> DistInfo:
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        from datetime import timedelta
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(minutes=timeout_minutes))
     return info
 
 
+@contextmanager
+def local() -> Iterator[None]:
+    """Work that one rank does alone (the stages that run on rank 0 only): no barrier, no collective,
+    a world of one, even though the other ranks are in the process group (and waiting elsewhere)."""
+    global _local
+    before, _local = _local, True
+    try:
+        yield
+    finally:
+        _local = before
+
+
 def is_initialized() -> bool:
-    if "torch" not in sys.modules:  # nothing can have started a process group without torch
+    """Whether this process trains with others: a process group exists, and it is not inside `local()`."""
+    if _local or "torch" not in sys.modules:  # nothing can have started a process group without torch
         return False
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """The number of ranks this process trains with (1 alone, or inside `local()`)."""
+    if not is_initialized():
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size()
 
 
 def any_rank(flag: Any, device: Any = "cpu") -> bool:

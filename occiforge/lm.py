@@ -35,10 +35,11 @@ def _first_line(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
-def load_tokenizer(spec: str | Path, trust_remote_code: bool = False, require_bos: bool = True) -> Any:
-    """A tokenizer.json file, a HF folder or a hub id, as a fast HF tokenizer with BOS/EOS/PAD.
+def load_tokenizer(spec: str | Path, trust_remote_code: bool = False) -> Any:
+    """A tokenizer.json file, a HF folder or a hub id, as a fast HF tokenizer with EOS and PAD.
 
-    Scoring needs no BOS (`prefix_token_id` falls back to EOS, as lm-eval does): `require_bos=False`."""
+    A BOS is optional (Qwen's tokenizers have none): documents then start without one, and scoring
+    conditions on EOS instead (`prefix_token_id`, as lm-eval does)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     spec = str(spec)
@@ -51,9 +52,8 @@ def load_tokenizer(spec: str | Path, trust_remote_code: bool = False, require_bo
         raise UserError(f"cannot load tokenizer {spec!r}: {_first_line(e)}") from None
     if not tok.is_fast:
         raise UserError(f"tokenizer {spec!r} has no fast (tokenizers) implementation")
-    for attr, default in (("bos_token", BOS), ("eos_token", EOS)):
-        if getattr(tok, attr) is None and (require_bos or attr == "eos_token"):
-            raise UserError(f"tokenizer {spec!r} has no {attr} (expected e.g. {default!r})")
+    if tok.eos_token is None:  # it ends every document and every answer
+        raise UserError(f"tokenizer {spec!r} has no eos_token (expected e.g. {EOS!r})")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if PAD not in tok.get_vocab() else PAD
     return tok
@@ -88,6 +88,8 @@ def load_config(path: str | Path, trust_remote_code: bool = False) -> Any:
     """A model's config only (no weights): for checks that must run before any work."""
     from transformers import AutoConfig
 
+    if Path(path).expanduser().is_dir() and not (Path(path).expanduser() / "config.json").is_file():
+        raise UserError(f"init {str(path)!r}: no config.json in it (not a Hugging Face model folder)")
     try:
         return AutoConfig.from_pretrained(str(path), trust_remote_code=_trusted(path, trust_remote_code))
     except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
@@ -132,6 +134,30 @@ def nll_sum(model: Any, windows: Sequence[list[int]], batch_size: int, pad: int)
 def is_local_spec(spec: str) -> bool:
     """Whether a model or tokenizer spec names something on disk rather than a hub id."""
     return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(".json")
+
+
+def check_hub_dataset(dataset: str, where: str) -> None:
+    """Before any stage runs: a hub dataset is there, by one quick request (a dead network otherwise
+    gives a minute of retries and a traceback mid-run). Offline mode reads the local cache: the
+    reader says it then if the dataset is not there."""
+    import os
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return
+    try:
+        HfApi().dataset_info(dataset, timeout=10)
+    except RepositoryNotFoundError:
+        raise UserError(f"{where}: dataset {dataset!r} not found on the Hugging Face Hub") from None
+    except (OfflineModeIsEnabled, OSError) as e:  # requests/httpx connection errors are OSErrors
+        raise UserError(f"{where}: hf:{dataset} needs the network, which is not reachable "
+                        f"({type(e).__name__}); use a local copy") from None
+    except Exception as e:  # any other transport failure means the same for the user
+        if "connect" in type(e).__name__.lower() or "timeout" in type(e).__name__.lower():
+            raise UserError(f"{where}: hf:{dataset} needs the network, which is not reachable") from None
+        raise
 
 
 def check_available(spec: str, where: str) -> None:

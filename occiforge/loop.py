@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from occiforge import checkpoint, lossfn
-from occiforge.dist import any_rank, barrier
+from occiforge.dist import any_rank, barrier, world_size
 from occiforge.errors import Stopped, UserError
 from occiforge.recipe import OptimConfig
 
@@ -157,7 +157,7 @@ def _train(model: torch.nn.Module, get_batch: Callable[[int, int], Batch], spec:
            resume: ResumePoint | None) -> list[dict[str, Any]]:
     device = next(model.parameters()).device
     opt = make_optimizer(model, spec)
-    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    world = world_size()  # 1 for work one rank does alone (`dist.local`), as the moe stage's router training
     resume = resume or resume_point(ckpt_dir, spec.fingerprint, rank, world, log)
     start, history = 0, []
     if resume.state is not None:
@@ -282,10 +282,12 @@ def _stop_now(hooks: Hooks, world: int, logged: bool, device: torch.device) -> b
 
 def _validate(model: torch.nn.Module, validate: Callable[[torch.nn.Module], dict[str, float]],
               autocast: torch.autocast) -> dict[str, float]:
-    """In the training's precision, its loss computed chunk by chunk (`lossfn.chunked`: no V-wide logits)."""
+    """In the training's precision, its loss computed chunk by chunk (`lossfn.chunked`: no V-wide logits).
+    Uncompiled: its batch shapes and no_grad would each compile the layers again, filling the compile
+    cache that training needs (after 8 variants a compiled layer runs uncompiled for the rest of the run)."""
     model.eval()
     try:
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast, torch.compiler.set_stance("force_eager"):
             return {k: round(v, 5) for k, v in validate(model).items()}
     finally:
         model.train()

@@ -8,13 +8,14 @@ its own progress, as training does).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from occiforge import artifacts, lm, registry
 from occiforge.context import Context, Stage, hms
-from occiforge.dist import DistInfo, barrier
+from occiforge.dist import DistInfo, barrier, local
 from occiforge.errors import UserError
 from occiforge.recipe import Recipe, dump_recipe
 
@@ -62,11 +63,14 @@ def run_stage(ctx: Context, name: str, position: str = "") -> dict[str, Any]:
     if not ctx.is_forced(name) and ctx.is_current(folder, fp, name):
         ctx.log(f"[dim]• {name}: up to date ({folder})[/dim]")
         return artifacts.read_manifest(folder) or {}
+    for dep in stage.reads:  # never over another stage's missing or stale output (it may have been run alone)
+        ctx.upstream(dep)
     ctx.log(f"[bold]▶ {name}[/bold]{position}")
     t0 = time.perf_counter()
     # under torchrun only collective stages (training) run on every rank; rank 0 does the rest alone
     if ctx.dist.is_main or stage.collective:
-        fields = stage.run(ctx, fp)
+        with contextlib.nullcontext() if stage.collective else local():  # rank 0 alone: no collective
+            fields = stage.run(ctx, fp)
         fields["seconds"] = round(time.perf_counter() - t0, 2)
         if ctx.dist.is_main:
             artifacts.write_manifest(folder, fp, stage=name, recipe=ctx.recipe.name, **fields)

@@ -56,7 +56,7 @@ def test_empty_corpus_after_filtering(capsys, tmp_path):
 
 
 def test_stage_before_its_input(capsys, tmp_path):
-    assert "run `occiforge tokens` first" in _fails(capsys, ["train", "-q", "-c", _write(tmp_path, tiny_tree(tmp_path / "run"))])
+    assert "run `occiforge tokenizer` first" in _fails(capsys, ["train", "-q", "-c", _write(tmp_path, tiny_tree(tmp_path / "run"))])
 
 
 def test_bad_override(capsys, tmp_path):

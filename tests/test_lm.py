@@ -78,3 +78,14 @@ def test_a_typo_in_init_fails_before_any_stage(tmp_path: Path, capsys):
     assert main(["run", str(tmp_path / "r.yaml"), "-q"]) == 2
     assert "models.cpt.init: not found" in capsys.readouterr().err
     assert not (tmp_path / "run" / "data").exists()
+
+
+def test_a_folder_that_is_no_model_is_said_so(tmp_path: Path, capsys):
+    """Not transformers' "Unrecognized model ... should have a `model_type` key", nor a tokenizer error cut at "one of:"."""
+    from occiforge.cli import main
+
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"no config.json in it \(not a Hugging Face model folder\)$"):
+        lm.load_config(tmp_path / "run")
+    assert main(["chat", "--model", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == f"occiforge: error: chat --model: {tmp_path / 'run'} is not a model folder (no config.json)"

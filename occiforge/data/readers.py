@@ -10,7 +10,6 @@ that is not there.
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from occiforge.data.formats import (
     SafeWarcReader,
 )
 from occiforge.errors import UserError
+from occiforge.lm import check_hub_dataset
 from occiforge.recipe import BUILTIN_DEMO, SourceConfig
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
@@ -69,7 +69,7 @@ def check_source(src: SourceConfig, langs: list[str]) -> None:
     """Fail before any work starts if a local source lacks its files, or a hub source its network."""
     if src.path.startswith("hf:"):
         if not _is_local_hf(src):
-            check_hub(src)
+            check_hub_dataset(src.path[3:], f"data.sources[{src.name}]")
         return
     folder = source_folder(src)
     if not folder.is_dir():
@@ -82,26 +82,6 @@ def check_source(src: SourceConfig, langs: list[str]) -> None:
     if missing:
         raise UserError(f"data.sources[{src.name}]: no {missing[0]}.jsonl in {folder} (nor .jsonl.gz/.jsonl.zst/.parquet/.warc.gz;"
                         f" missing: {', '.join(missing)})")
-
-
-def check_hub(src: SourceConfig) -> None:
-    """One cheap request: a hub dataset needs the network, and a dead one gives retries and a traceback."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
-
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return  # offline mode reads the local cache; the reader says it if the dataset is not there
-    try:
-        HfApi().dataset_info(src.path[3:], timeout=10)
-    except RepositoryNotFoundError:
-        raise UserError(f"data.sources[{src.name}]: dataset {src.path[3:]!r} not found on the Hugging Face Hub") from None
-    except (OfflineModeIsEnabled, OSError) as e:  # requests/httpx connection errors are OSErrors
-        raise UserError(f"data.sources[{src.name}]: {src.path} needs the network, which is not reachable "
-                        f"({type(e).__name__}); use a local copy or a folder source") from None
-    except Exception as e:  # any other transport failure means the same for the user
-        if "connect" in type(e).__name__.lower() or "timeout" in type(e).__name__.lower():
-            raise UserError(f"data.sources[{src.name}]: {src.path} needs the network, which is not reachable") from None
-        raise
 
 
 def _adapt(reader: Any, data: dict, path: str, id_in_file: int | str, *, src: SourceConfig, lang: str | None,

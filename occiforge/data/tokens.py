@@ -86,8 +86,6 @@ def tokenize_language(tok: Any, data_dir: Path, lang: str, out: Path, split: str
 
 
 def run(ctx: Context, fp: str) -> dict[str, Any]:
-    ctx.upstream("data")
-    ctx.upstream("tokenizer")
     tok = load_tokenizer(str(ctx.stage_dir("tokenizer")))
     per_lang = {}
     with artifacts.staged_dir(ctx.stage_dir("tokens")) as tmp:

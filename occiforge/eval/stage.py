@@ -20,7 +20,7 @@ from occiforge import artifacts
 from occiforge.context import Context, Stage
 from occiforge.errors import UserError
 from occiforge.io import iter_texts
-from occiforge.lm import check_available
+from occiforge.lm import check_available, check_hub_dataset
 
 
 def _source_digest(path: str) -> str:
@@ -82,7 +82,7 @@ def evaluate_model(path: str, cfg: dict[str, Any], texts: dict[str, list[str]], 
     from occiforge.lm import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(path).to(default_device())
-    tok = load_tokenizer(path, require_bos=False)
+    tok = load_tokenizer(path)
     out: dict[str, Any] = {"bpb": {}}
     if cfg.get("bpb", True):
         out["bpb"] = {lang: bits_per_byte(model, tok, docs, cfg["max_len"], batch_size) for lang, docs in texts.items()}
@@ -98,12 +98,11 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
     from occiforge.eval import leaderboard
     from occiforge.eval.suite import pose_all
 
-    ctx.upstream("data")
     cfg = _config(ctx)
     limit = cfg["max_docs_per_language"]
     texts = {lang: list(islice(iter_texts(ctx.stage_dir("data"), lang, "heldout"), limit)) for lang in cfg["languages"]}
     if missing := [lang for lang, docs in texts.items() if not docs]:
-        ctx.log(f"  [yellow]no held-out text for {', '.join(missing)}: not scored[/yellow]")
+        ctx.warn(f"eval: no held-out text for {', '.join(missing)}: no bits per byte for {'it' if len(missing) == 1 else 'them'}")
         texts = {lang: docs for lang, docs in texts.items() if docs}
     tasks = mc_tasks(ctx, cfg["languages"])
     posed = pose_all(tasks, cfg["seed"]) if tasks else None
@@ -143,8 +142,20 @@ def _enabled(r: Any) -> bool:
 
 
 def preflight(ctx: Context) -> None:
+    """Every model and task source named by the eval section is there before any stage runs."""
+    from occiforge.eval.tasks import hub_dataset
+
     for name, path in ctx.recipe.eval.extra_models.items():
         check_available(path, f"eval.extra_models.{name}")
+    for i, m in enumerate(ctx.recipe.eval.mc):
+        try:
+            dataset = hub_dataset(m.path, m.template)
+        except UserError as e:
+            raise UserError(f"eval.mc.{i}: {e}") from None
+        if dataset is not None and not Path(dataset).exists():
+            check_hub_dataset(dataset, f"eval.mc.{i}")
+        elif dataset is None and not m.path.startswith("builtin:") and not Path(m.path).exists():
+            raise UserError(f"eval.mc.{i}: {m.path}: not found")
 
 
 STAGE = Stage(name="eval", folder="eval", reads=("data",), fingerprint=fingerprint, run=run, uses_models=True,

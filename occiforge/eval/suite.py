@@ -73,7 +73,7 @@ def load(path: str, device: str | None = None, dtype: str = "float32") -> tuple[
     if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise UserError(f"{path}: model folder not found")
     model = load_causal_lm(str(local) if local.exists() else path, DTYPES[dtype])
-    tok = load_tokenizer(str(local) if local.exists() else path, require_bos=False)
+    tok = load_tokenizer(str(local) if local.exists() else path)
     return model.to(device or default_device()).eval(), tok
 
 

@@ -230,20 +230,34 @@ def load_tasks(spec: str, name: str | None = None, langs: list[str] | None = Non
     return tasks
 
 
-def _load(spec: str, name: str | None, langs: list[str] | None, shots: int | None,
-          max_items: int | None, template: str | None) -> list[TaskData]:
+def hub_dataset(spec: str, template: str | None) -> str | None:
+    """The hub dataset a task reads (None: local files); an unknown built-in task, or a hub dataset
+    without a template its records follow, is a UserError."""
+    hubs = [k for k, t in TEMPLATES.items() if t.hub]
     if spec.startswith("builtin:"):
         key = spec.removeprefix("builtin:")
         if key in BUILTIN_LOCAL:
-            return load_local(builtin_folder(key), name or key, langs, max_items)
-        if key in TEMPLATES and TEMPLATES[key].hub:
-            return _renamed(load_hub(TEMPLATES[key], langs, shots, max_items), name)
-        known = sorted([*BUILTIN_LOCAL, *(k for k, t in TEMPLATES.items() if t.hub)])
-        raise UserError(f"{spec}: unknown built-in task (known: {', '.join(known)})")
+            return None
+        if key in hubs:
+            return TEMPLATES[key].hub.dataset  # type: ignore[union-attr]
+        raise UserError(f"{spec}: unknown built-in task (known: {', '.join(sorted([*BUILTIN_LOCAL, *hubs]))})")
     if spec.startswith("hf:"):
-        if template not in TEMPLATES or not TEMPLATES[template].hub:
-            raise UserError(f"{spec}: name the template its records follow (one of {', '.join(k for k, t in TEMPLATES.items() if t.hub)})")
-        return _renamed(load_hub(TEMPLATES[template], langs, shots, max_items, spec.removeprefix("hf:")), name)
+        if template not in hubs:
+            raise UserError(f"{spec}: name the template its records follow (one of {', '.join(hubs)})")
+        return spec.removeprefix("hf:")
+    return None
+
+
+def _load(spec: str, name: str | None, langs: list[str] | None, shots: int | None,
+          max_items: int | None, template: str | None) -> list[TaskData]:
+    dataset = hub_dataset(spec, template)
+    if spec.startswith("builtin:"):
+        key = spec.removeprefix("builtin:")
+        if dataset is None:
+            return load_local(builtin_folder(key), name or key, langs, max_items)
+        return _renamed(load_hub(TEMPLATES[key], langs, shots, max_items), name)
+    if dataset is not None:
+        return _renamed(load_hub(TEMPLATES[template], langs, shots, max_items, dataset), name)  # type: ignore[index]
     tasks = load_local(Path(spec), name, langs, max_items)
     if template is not None:
         for task in tasks:

@@ -65,7 +65,6 @@ def _check(ctx: Context, plans: dict[str, Plan]) -> None:
 def run(ctx: Context, fp: str) -> dict[str, Any]:
     from occiforge.experts.build import build_mixture
 
-    ctx.upstream("data")
     plans = {name: _inputs(ctx, name, entry) for name, entry in ctx.recipe.moe.items()}
     _check(ctx, plans)  # every entry, before any weights are written
     models, routing = [], {}

@@ -119,9 +119,9 @@ def check_experts(what: str, paths: dict[str, Path]) -> dict[str, Any]:
         if shapes != shapes0:
             odd = sorted(set(shapes) ^ set(shapes0)) or [k for k in shapes0 if shapes[k] != shapes0[k]]
             raise UserError(f"{what}: {first} and {name} have different tensors (first: {odd[0]})")
-    vocab0 = load_tokenizer(paths[first], require_bos=False).get_vocab()
+    vocab0 = load_tokenizer(paths[first]).get_vocab()
     for name in names[1:]:
-        if load_tokenizer(paths[name], require_bos=False).get_vocab() != vocab0:
+        if load_tokenizer(paths[name]).get_vocab() != vocab0:
             raise UserError(f"{what}: {first} and {name} have different tokenizers; experts must share one tokenizer "
                             "(the same vocabulary, token for token)")
     return arch[first]

@@ -78,6 +78,9 @@ class TrainConfig(Strict):
     val_tokens: int = Field(4096, ge=16)  # held-out tokens per language and validation
     tensorboard: bool = True  # event files beside train_log.jsonl (models/.<name>.ckpt/tb while training)
     threads: int | None = Field(None, ge=1)  # torch CPU threads
+    # under torchrun: how long a rank waits in a collective while rank 0 works alone (loading, hashing a
+    # checkpoint, saving; NCCL's own default is 10) before the job fails
+    dist_timeout_minutes: float = Field(30, gt=0)
 
 
 EmbeddingInit = Literal["decomposition-calibrated", "decomposition", "mean", "random"]

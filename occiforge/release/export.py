@@ -19,7 +19,7 @@ def export_model(src: Path, dst: Path, kind: str, max_shard_size: str) -> list[s
     """Write the Hub folder of the model in `src` to `dst`; returns the files written."""
     from transformers import GenerationConfig
 
-    tok = load_tokenizer(src, require_bos=False)
+    tok = load_tokenizer(src)
     if kind == "sft" and not tok.chat_template:
         raise UserError(f"{src}: an instruct model must carry the chat template it was trained with; its tokenizer has none")
     model = load_causal_lm(src, dtype="auto")  # keep the checkpoint's dtype

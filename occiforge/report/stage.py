@@ -83,7 +83,6 @@ def render(ctx: Context) -> str:
 
 
 def run(ctx: Context, fp: str) -> dict[str, Any]:
-    ctx.upstream("eval")
     with ctx.status("report: rendering…"):
         page = render(ctx)
     with artifacts.staged_dir(ctx.stage_dir("report")) as tmp:

@@ -118,7 +118,7 @@ def _hf(spec: str, label: str) -> HFEncoder:
         except Exception as e:  # noqa: BLE001 - any loader failure is a user-facing "cannot load"
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UserError(f"tokenizer {spec!r}: cannot load: {msg}") from None
-    return HFEncoder(label, load_tokenizer(spec, require_bos=False).backend_tokenizer)  # a hub id: the one safe loader
+    return HFEncoder(label, load_tokenizer(spec).backend_tokenizer)  # a hub id: the one safe loader
 
 
 def default_name(spec: str) -> str:

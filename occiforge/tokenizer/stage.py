@@ -138,7 +138,6 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
 
     cfg, langs = ctx.recipe.tokenizer, ctx.recipe.languages
     data_dir = ctx.stage_dir("data")
-    ctx.upstream("data")
     dev = _dev_set(cfg, langs)
     heldout = {lang: _capped(iter_texts(data_dir, lang, "heldout"), MEASURE_BYTES) for lang in langs}
     with artifacts.staged_dir(ctx.stage_dir("tokenizer")) as tmp:

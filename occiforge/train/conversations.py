@@ -18,7 +18,7 @@ from occiforge.chat import encode, iter_records, source_file, to_messages, with_
 from occiforge.context import Context, Stage
 from occiforge.errors import UserError
 from occiforge.io import write_token_docs
-from occiforge.lm import load_tokenizer
+from occiforge.lm import check_hub_dataset, load_tokenizer
 from occiforge.recipe import ChatSource, PlannedModel, Recipe
 
 VERSION = "conversations/1"
@@ -110,5 +110,14 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
     return out
 
 
+def preflight(ctx: Context) -> None:
+    """Every conversation source is there (its files, or its hub dataset) before any stage runs."""
+    for _, (src, _, langs, model) in work(ctx.recipe).items():
+        if src.path.startswith("hf:") and not Path(src.path[3:]).exists():
+            check_hub_dataset(src.path[3:], f"models.{model}.data")
+        elif not src.path.startswith("hf:") and (missing := [lang for lang in sorted(langs) if not source_file(src.path, lang).is_file()]):
+            raise UserError(f"models.{model}.data: {src.path}: no {missing[0]}.jsonl in {source_file(src.path, missing[0]).parent}")
+
+
 STAGE = Stage(name="conversations", folder="conversations", reads=("tokenizer",), fingerprint=fingerprint, run=run,
-              enabled=lambda r: bool(sft_models(r)), enabled_by="models.<key>.kind: sft")
+              enabled=lambda r: bool(sft_models(r)), enabled_by="models.<key>.kind: sft", preflight=preflight)

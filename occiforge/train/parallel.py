@@ -48,6 +48,10 @@ def parallelize(model: torch.nn.Module, cfg: TrainConfig, dist: DistInfo) -> tor
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     layers = decoder_layers(model)
     if cfg.compile:
+        # every decoder layer of every model in the process runs one function (transformers' checkpointing
+        # wrapper), so all share one cache of compiled variants (8 by default): the models trained earlier
+        # in this process must not use it up, or this one runs uncompiled after a single warning
+        torch._dynamo.reset()
         for layer in layers:
             layer.compile()
     if dist.world_size > 1:

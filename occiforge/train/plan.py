@@ -244,6 +244,24 @@ def _external_config(r: Recipe, pm: PlannedModel) -> Any:
     return config
 
 
+def check_positions(r: Recipe, plan: list[PlannedModel]) -> None:
+    """Each row is seq_len + 1 tokens: a model with fewer positions would fail (or extrapolate) mid-run. Models
+    from scratch (and their descendants) have the recipe's positions, which validating the recipe checked."""
+    from occiforge.lm import load_config
+
+    window, limits = r.train.seq_len + 1, {}
+    for pm in plan:
+        if pm.init == "scratch":
+            limits[pm.name] = None
+        elif pm.init in limits:  # an earlier model of this run
+            limits[pm.name] = limits[pm.init]
+        else:
+            limits[pm.name] = getattr(load_config(pm.init).get_text_config(), "max_position_embeddings", None)
+        if limits[pm.name] is not None and window > limits[pm.name]:
+            raise UserError(f"models.{pm.key} ({pm.name}): train.seq_len {r.train.seq_len} (+1 for the shifted target) "
+                            f"is above the model's {limits[pm.name]} positions")
+
+
 def memory(s: Shape, r: Recipe, world: int, device: str = "cuda") -> dict[str, float]:
     """Bytes per GPU (or per process on `device`) by part (see the module docstring)."""
     cfg = r.train
@@ -313,6 +331,7 @@ def estimate(r: Recipe, gpus: int, gpu_type: str, mfu: float) -> list[Estimate]:
         mem = memory(shape, r, gpus)
         out.append(Estimate(pm.name, pm.key, steps, tokens, shape, flops, flops / (peak * mfu) / 3600, mem,
                             total(mem, cfg.activation_checkpointing), load=load_bytes(shape, gpus)))
+    check_positions(r, r.plan())  # what training refuses at its start (each init found available above)
     return out
 
 

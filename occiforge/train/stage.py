@@ -19,7 +19,7 @@ from occiforge.train.plan import model_steps
 
 # settings that change speed, bookkeeping or monitoring, never the weights
 _NOT_HASHED = {"save_every", "log_every", "threads", "compile", "chunked_loss", "activation_checkpointing",
-               "val_every", "val_tokens", "tensorboard"}
+               "val_every", "val_tokens", "tensorboard", "dist_timeout_minutes"}
 
 
 def _extends_vocab(r: Recipe, pm: PlannedModel, known: set[str]) -> bool:
@@ -76,7 +76,6 @@ def _run(ctx: Context, stop: Any) -> dict[str, Any]:
     from occiforge.errors import Stopped
     from occiforge.train import trainer
 
-    ctx.upstream("tokens")
     plan, fps = ctx.recipe.plan(), model_fingerprints(ctx)
     setup = trainer.setup(ctx, plan)
     models: list[dict[str, Any]] = []
@@ -101,7 +100,7 @@ def _run(ctx: Context, stop: Any) -> dict[str, Any]:
                           "run the same command again to go on", code)
     aside = sorted(p.name for p in ctx.stage_dir("train").iterdir() if ".damaged-" in p.name or p.name.endswith(".stale"))
     if aside:  # said at every run until deleted: they can hold days of training, or a damaged file worth a look
-        trainer.warn(ctx, f"checkpoints set aside by earlier runs are kept in {ctx.stage_dir('train')}: "
+        ctx.warn(f"checkpoints set aside by earlier runs are kept in {ctx.stage_dir('train')}: "
                           f"{', '.join(aside)} (delete them to free the space)")
     return {"models": models}
 

@@ -27,14 +27,14 @@ from occiforge.context import Context, hms
 from occiforge.dist import DistInfo, any_rank, barrier
 from occiforge.errors import Stopped, UserError
 from occiforge.io import open_token_docs
-from occiforge.lm import load_config, load_tokenizer, read_extension
+from occiforge.lm import load_tokenizer, read_extension
 from occiforge.loop import Hooks, LoopSpec, resume_point, train
-from occiforge.recipe import OptimConfig, PlannedModel, Recipe, TrainConfig
+from occiforge.recipe import OptimConfig, PlannedModel, TrainConfig
 from occiforge.train import monitor, sft
 from occiforge.train.model import build_model, preflight_vocab
 from occiforge.train.packing import Docs, PackedMixture, PlanCache
 from occiforge.train.parallel import empty_model, load_sharded, meta_model, parallelize
-from occiforge.train.plan import flops_per_token, model_steps
+from occiforge.train.plan import check_positions, flops_per_token, model_steps
 
 Batch = dict[str, torch.Tensor]
 REPEAT_LIMIT = 4.0  # epochs: beyond ~4 repeated data is worth little (Muennighoff et al. 2023)
@@ -69,29 +69,13 @@ def setup(ctx: Context, plan: list[PlannedModel]) -> Setup:
         except UserError as e:
             pm = next(pm for pm in plan if pm.init == init)
             raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
-    _preflight_positions(r, plan)
+    check_positions(r, plan)
     docs = {lang: Docs(*open_token_docs(ctx.stage_dir("tokens") / lang)) for lang in r.languages}
     conv_dir = None
     if any(pm.kind == "sft" for pm in plan):
         ctx.upstream("conversations")
         conv_dir = ctx.stage_dir("conversations")
     return Setup(tok, extension, docs, known, conv_dir)
-
-
-def _preflight_positions(r: Recipe, plan: list[PlannedModel]) -> None:
-    """Each row is seq_len + 1 tokens: a model with fewer positions would fail (or extrapolate) mid-run. Models
-    from scratch (and their descendants) have the recipe's positions, which validating the recipe checked."""
-    window, limits = r.train.seq_len + 1, {}
-    for pm in plan:
-        if pm.init == "scratch":
-            limits[pm.name] = None
-        elif pm.init in limits:  # an earlier model of this run
-            limits[pm.name] = limits[pm.init]
-        else:
-            limits[pm.name] = getattr(load_config(pm.init).get_text_config(), "max_position_embeddings", None)
-        if limits[pm.name] is not None and window > limits[pm.name]:
-            raise UserError(f"models.{pm.key} ({pm.name}): train.seq_len {r.train.seq_len} (+1 for the shifted target) "
-                            f"is above the model's {limits[pm.name]} positions")
 
 
 def packed_rows(pm: PlannedModel, s: Setup, cfg: TrainConfig, seed: int, world: int,
@@ -121,12 +105,12 @@ def warn_repeats(ctx: Context, pm: PlannedModel, usage: dict[str, dict[str, floa
     conversations left out for being longer than a row."""
     for lang, u in usage.items():
         if u["tokens"] > REPEAT_LIMIT * u["tokens_per_epoch"]:
-            warn(ctx, f"{pm.name} repeats {lang} {_above(u['tokens'] / u['tokens_per_epoch'], REPEAT_LIMIT)} times "
+            ctx.warn(f"{pm.name} repeats {lang} {_above(u['tokens'] / u['tokens_per_epoch'], REPEAT_LIMIT)} times "
                        f"({u['tokens']:,} tokens from "
                        f"{u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
                        "(Muennighoff et al. 2023)")
         if u.get("left_out_too_long"):
-            warn(ctx, f"{pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than a row "
+            ctx.warn(f"{pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than a row "
                        "(train.seq_len + 1 tokens); raise seq_len to keep them")
 
 
@@ -139,7 +123,7 @@ def warn_warmup(ctx: Context, pm: PlannedModel, steps: int, optim: OptimConfig) 
     """Say when the warm-up is shortened (`OptimConfig.warmup_for`): the recipe asked for another."""
     if (warmup := optim.warmup_for(steps)) != optim.warmup_steps:
         room = "reach its learning rate" if optim.schedule == "constant" else "decay"
-        warn(ctx, f"{pm.name}: a warm-up of {optim.warmup_steps} steps leaves its {steps} steps no room to {room}: "
+        ctx.warn(f"{pm.name}: a warm-up of {optim.warmup_steps} steps leaves its {steps} steps no room to {room}: "
                    f"it warms up over {warmup}")
 
 
@@ -171,17 +155,18 @@ def _save_final(model: torch.nn.Module, tok: Any, folder: Path, history: list[di
                 after: Callable[[Path], None] | None = None) -> None:
     """Gather the whole model (a collective under FSDP2) and let rank 0 write the HF folder
     (`after(tmp)` adds files, e.g. sample answers, before the folder takes its final name)."""
-    full = checkpoint.full_state_dict(model)
+    # one process saves its model as it is (a tied head once: a state dict gathered off a GPU holds it twice)
+    full = checkpoint.full_state_dict(model) if dist.world_size > 1 else None
     model.config.use_cache = True  # the saved model generates with a cache
     if dist.is_main:
-        if dist.world_size > 1:  # save through a clean, unwrapped instance of the same class
+        if full is not None:  # save through a clean, unwrapped instance of the same class
             clean = meta_model(model.config)
             clean.load_state_dict(full, assign=True)
             clean.tie_weights()
             clean.generation_config = model.generation_config
             model = clean
         with artifacts.staged_dir(folder) as tmp:
-            model.save_pretrained(str(tmp), state_dict=full if dist.world_size == 1 else None, safe_serialization=True)
+            model.save_pretrained(str(tmp), safe_serialization=True)
             tok.save_pretrained(str(tmp))
             artifacts.write_json_atomic(tmp / "train_log.json", history)
             if after is not None:
@@ -233,7 +218,7 @@ def _hooks(ctx: Context, pm: PlannedModel, s: Setup, ckpt_dir: Path, stop: monit
 
     validate = None
     if cfg.val_every:
-        short = lambda msg: warn(ctx, f"{pm.name}: {msg}")  # noqa: E731  # a language validation leaves out
+        short = lambda msg: ctx.warn(f"{pm.name}: {msg}")  # noqa: E731  # a language validation leaves out
         if pm.kind == "sft" and s.conv_dir is not None:  # an instruct model: its own held-out conversations
             rows = monitor.conversation_rows(sft.chat_docs(s.conv_dir, pm, "heldout"), cfg.seq_len + 1, cfg.val_tokens, short)
         else:  # every language's held-out text: what continued training does to each
@@ -243,12 +228,6 @@ def _hooks(ctx: Context, pm: PlannedModel, s: Setup, ckpt_dir: Path, stop: monit
         validate = monitor.validation(rows, cfg.batch_size)
     return Hooks(on_log=log, validate=validate, should_stop=stop.should_stop, stop_reason=stop.reason,
                  on_resume=resumed), log
-
-
-def warn(ctx: Context, msg: str) -> None:
-    """A warning on rank 0, printed even with -q."""
-    if ctx.dist.is_main:
-        ctx.console.print(f"occiforge: warning: {msg}", highlight=False, soft_wrap=True)
 
 
 def stop_requested(stop: monitor.GracefulStop, dist: DistInfo) -> bool:
@@ -310,7 +289,7 @@ def train_one(ctx: Context, pm: PlannedModel, fp: str, s: Setup, clock: RunClock
     usage = rows.usage()
     warn_repeats(ctx, pm, usage)
     try:  # decided before the build: a resume needs no init weights; a checkpoint set aside is said even with -q
-        resume = resume_point(ckpt_dir, run_fp, dist.rank, dist.world_size, lambda msg: warn(ctx, f"{pm.name}: {msg}"))
+        resume = resume_point(ckpt_dir, run_fp, dist.rank, dist.world_size, lambda msg: ctx.warn(f"{pm.name}: {msg}"))
     except UserError as e:
         raise UserError(f"models.{pm.key} ({pm.name}): {e}") from None
     model, tok = _build(ctx, pm, s, checkpoint.structure(ckpt_dir) if resume.state is not None else None)

@@ -152,7 +152,7 @@ CASES: list[tuple[str, Setup, str]] = [
     ("cli-unknown-flag", argv("run", "x.yaml", "--bogus"), "run: unrecognized arguments: --bogus (see occiforge run --help)"),
     ("cli-unknown-stage", argv("run", "x.yaml", "--from", "nowhere"), "invalid choice: 'nowhere'"),
     ("cli-stage-without-recipe", argv("train"), "give a recipe with -c RECIPE"),
-    ("stage-before-input", lambda tmp, run: ["train", "-q", "-c", _recipe(tmp, tmp / "fresh")], "run `occiforge tokens` first"),
+    ("stage-before-input", lambda tmp, run: ["train", "-q", "-c", _recipe(tmp, tmp / "fresh")], "run `occiforge tokenizer` first"),
     ("stage-input-switched-off", run_with(_set("eval", {"bpb": False})), "reads 'eval', which this recipe switches off"),
     ("run-dir-is-a-file", lambda tmp, run: ["run", _recipe(tmp, _write(tmp / "afile", "x"))], "exists and is not a folder"),
     # -- data sources -----------------------------------------------------------------------------
@@ -199,7 +199,7 @@ CASES: list[tuple[str, Setup, str]] = [
     ("sft-language-file-missing",
      with_files({"chats/en.jsonl": '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n'},
                 run_with(_model(chat={"kind": "sft", "init": "base", "data": [{"path": "{tmp}/chats", "languages": ["de"]}]}), "-q")),
-     "models.chat: {tmp}/chats: no de.jsonl in"),
+     "models.chat.data: {tmp}/chats: no de.jsonl in"),
     ("sft-tokenizer-without-template",
      run_with(_model(chat={"kind": "sft", "init": "base", "chat_template": "tokenizer",
                            "data": [{"path": "builtin:demo", "languages": ["de"]}]}), "-q"),

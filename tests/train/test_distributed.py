@@ -92,3 +92,21 @@ def test_two_rank_checkpoint_resumes_on_two_ranks_not_one(prepared: Path):
     out, _ = _torchrun(prepared).communicate(timeout=300)
     assert f"base: resuming from step {step}" in out, out[-3000:]
     assert (prepared.parent / "run" / "models" / "base" / "model.safetensors").is_file()
+
+
+def test_work_one_rank_does_alone_joins_no_collective(tmp_path: Path):
+    """The moe stage trains its router on rank 0 while the other ranks wait at the runner's barrier: its
+    loop, checkpoints and resume must see a world of one (they ran barriers and all-reduces that no other
+    rank joined, and scaled the loss by 2), and end as the same steps in a single process do."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.train.local_probe import steps
+
+    out = tmp_path / "rank0.safetensors"
+    proc = subprocess.run(torchrun(tmp_path, str(REPO / "tests" / "train" / "local_probe.py"), str(out)),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    alone = steps(tmp_path / "alone").state_dict()
+    for key, value in load_file(out).items():
+        assert torch.equal(value, alone[key]), key

@@ -1,5 +1,5 @@
 """Real model families as `init:`: tiny random Llama, Mistral, Qwen2, Qwen3 and Gemma 3 (text) folders,
-built here with a tokenizer trained by occiforge's own helpers, go through `occiforge run`: a bilingual
+built here with a tokenizer trained by occiforge's own helpers (without a BOS for Qwen, as Qwen's own), go through `occiforge run`: a bilingual
 continued pre-training and an instruction tuning (`kind: sft`) on top of it, a few steps each; the
 saved folders load with AutoModelForCausalLM. One non-Llama family also trains under torchrun with
 FSDP2 on two CPU processes (gloo)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,8 @@ def make_family(family: str, folder: Path, tokenizer_dir: Path) -> Path:
 
     config_cls, _, extra = FAMILIES[family]
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if family.startswith("qwen"):
+        tok.bos_token = None  # as Qwen ships its tokenizers: documents start without one
     # spare embedding rows, as released models have: transformers 5 loads a folder's tokenizer by the
     # model type, and Qwen2's tokenizer class adds <|endoftext|> to a plain tokenizer (one more id)
     config = getattr(transformers, config_cls)(vocab_size=len(tok) + 8, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -101,6 +104,10 @@ def test_cpt_then_sft_from_a_family_folder(family: str, tmp_path: Path, tokenize
         assert len(log) == (3 if name == "cpt-de" else 2) and all(r["loss"] > 0 for r in log)
     registry = {r["name"]: r for r in json.loads((models / "manifest.json").read_text())["models"]}
     assert registry["cpt-de"]["kind"] == "cpt" and registry["chat"]["kind"] == "sft"
+    if family == "qwen2":  # a tokenizer without a BOS chats too
+        proc = subprocess.run([sys.executable, "-m", "occiforge.cli", "chat", "--model", str(models / "chat"),
+                               "--max-new-tokens", "4"], input="Hallo\n", cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]
 
 
 @pytest.mark.slow

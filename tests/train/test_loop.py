@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from occiforge import checkpoint
 from occiforge.dist import DistInfo
 from occiforge.errors import UserError
-from occiforge.loop import LoopSpec, lr_at, make_optimizer, train
+from occiforge.loop import Hooks, LoopSpec, lr_at, make_optimizer, train
 from occiforge.recipe import OptimConfig
 
 
@@ -322,3 +322,42 @@ def test_constant_schedule_and_every_model_rewarms_from_zero():
     spec = LoopSpec(**{**_spec(50).__dict__, "optim": OptimConfig(warmup_steps=5, schedule="constant")})
     assert [lr_at(s, spec) for s in (0, 4, 5, 49)] == pytest.approx([2e-3, 1e-2, 1e-2, 1e-2])
     assert OptimConfig().warmup_steps > 0  # the default re-warms every model, continued ones included
+
+
+def test_models_trained_later_in_a_process_still_run_compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every decoder layer of every model runs one function under activation checkpointing, so all share
+    one cache of 8 compiled variants: an earlier model's validation shapes (each twice: layer 0's input
+    requires grad) used it up, and a later model (packed rows: position_ids) trained uncompiled."""
+    from occiforge.recipe import TrainConfig
+    from occiforge.train import monitor, parallel
+
+    calls = [0]
+
+    def counting(gm: torch.fx.GraphModule, example_inputs: list) -> object:  # dynamo's eager backend, counted
+        def run(*args: object) -> object:
+            calls[0] += 1
+            return gm.forward(*args)
+        return run
+
+    compile_ = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_(self, backend=counting))
+    cfg = TrainConfig(compile=True, activation_checkpointing=True)
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        m = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                         num_attention_heads=2, num_key_value_heads=2))
+        return parallel.parallelize(m, cfg, DistInfo.single())
+
+    rng = np.random.default_rng(0)
+    ids = [torch.from_numpy(rng.integers(0, 96, (2, 17))) for _ in range(4)]
+    plain = lambda step, micro: {"input_ids": ids[step], "labels": ids[step]}  # noqa: E731
+    packed = lambda step, micro: {**plain(step, micro), "position_ids": torch.tensor([[*range(7), *range(10)]] * 2)}  # noqa: E731
+    rows = {"en": [(x, x) for x in rng.integers(0, 96, (3, 17))],
+            "de": [(rng.integers(0, 96, n), rng.integers(0, 96, n)) for n in (9, 13, 17, 5, 11, 15, 7)]}
+    spec = LoopSpec(steps=4, lr=1e-3, optim=OptimConfig(warmup_steps=1), grad_accum=1, precision="fp32",
+                    save_every=100, log_every=100, fingerprint="x", val_every=1)
+    train(model(), plain, spec, tmp_path / "a", hooks=Hooks(validate=monitor.validation(rows, 2)))
+    calls[0] = 0
+    train(model(), packed, spec, tmp_path / "b")
+    assert calls[0] >= 4 * 4, calls  # each step's forward runs the 4 compiled layers

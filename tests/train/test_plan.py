@@ -259,3 +259,14 @@ def test_the_monitor_finds_a_gpu_in_the_plans_table_by_its_whole_name(monkeypatc
     assert monitor.peak_flops("cuda:0", "bf16") == plan.peak_flops("A100", "bf16") == 312e12
     assert monitor.peak_flops("cuda:0", "fp32") == 19.5e12  # CUDA cores: TF32 stays off
     assert monitor.peak_flops("cpu", "bf16") is None
+
+
+def test_a_sequence_above_the_inits_positions_is_refused_as_training_refuses_it(recipe: Path, tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture[str]):
+    from transformers import LlamaConfig
+
+    short = _folder(tmp_path, LlamaConfig(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                          num_attention_heads=2, max_position_embeddings=16))
+    assert main(["plan", str(recipe), "--set", f"models.base.init={short}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("occiforge: error: models.base (base): train.seq_len") and "above the model's 16 positions" in err, err

@@ -183,7 +183,9 @@ def test_validation_takes_whole_rows_up_to_val_tokens_rounded_up():
 
 def _console_ctx() -> tuple[Any, io.StringIO]:
     out = io.StringIO()
-    return SimpleNamespace(dist=SimpleNamespace(is_main=True), console=Console(file=out, width=400)), out
+    ctx = SimpleNamespace(dist=SimpleNamespace(is_main=True), console=Console(file=out, width=400))
+    ctx.warn = lambda msg: Context.warn(ctx, msg)  # type: ignore[arg-type]
+    return ctx, out
 
 
 def test_repetition_is_warned_only_beyond_four_epochs_with_the_count_unrounded():

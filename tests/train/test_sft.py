@@ -146,7 +146,7 @@ def test_chat_rows_start_from_eos_and_bos_and_old_rows_stay(tokenizers):
 
 @pytest.mark.parametrize("messages, error", [
     ([{"role": "user", "content": "Hi"}], "no assistant turn"),
-    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}], "no assistant turn"),
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}], "assistant turn is empty"),
     ([{"role": "robot", "content": "Hi"}], "role: system|user|assistant"),
     ([], "no messages"),
 ])

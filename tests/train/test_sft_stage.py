@@ -101,6 +101,47 @@ def test_chat_without_room_for_a_prompt_is_one_line(sft_run: Path, capsys):
     assert err == "occiforge: error: --max-new-tokens 128 leaves no room for a prompt in the model's 128 positions", err
 
 
+def test_a_stage_run_alone_never_reads_a_missing_or_stale_upstream_stage(tmp_path: Path, capsys):
+    """`occiforge conversations` over an old tokenizer folder encoded with the old vocabulary and wrote
+    a manifest that looked current for the new one: the instruct model then trained on the old ids."""
+    recipe = _write(tmp_path, _sft_tree(tmp_path / "run"))
+    assert main(["conversations", "-c", recipe, "-q"]) == 2
+    assert "stage 'tokenizer' has no up-to-date output" in capsys.readouterr().err
+    assert main(["run", recipe, "-q", "--to", "tokenizer"]) == 0
+    assert main(["conversations", "-c", recipe, "-q", "--set", "tokenizer.vocab_size=640"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "stage 'tokenizer' has no up-to-date output" in err and "occiforge tokenizer" in err
+    assert not (tmp_path / "run" / "conversations").exists()
+
+
+@pytest.mark.parametrize("where, edit", [
+    ("models.chat.data", lambda t: t["models"]["chat"].update(data=[{"path": "hf:nobody/nochats", "languages": ["de"]}])),
+    ("eval.mc.0", lambda t: t["eval"].update(mc=[{"path": "hf:nobody/mcx", "template": "m_arc"}])),
+])
+def test_an_unreachable_hub_dataset_is_one_line_before_any_work(tmp_path: Path, capsys, monkeypatch, where, edit):
+    """As data sources are: not a minute of retries and an error after the data and tokenizer stages."""
+    import huggingface_hub
+
+    def offline(self, repo_id, **kw):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", offline)
+    tree = _sft_tree(tmp_path / "run")
+    edit(tree)
+    assert main(["run", _write(tmp_path, tree), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{where}: hf:nobody/" in err and "needs the network" in err, err
+    assert not (tmp_path / "run" / "data").exists()
+
+
+def test_a_hub_task_without_its_template_names_its_key_before_any_work(tmp_path: Path, capsys):
+    tree = _sft_tree(tmp_path / "run")
+    tree["eval"]["mc"] = [{"path": "builtin:demo_qa"}, {"path": "hf:org/mc"}]
+    assert main(["run", _write(tmp_path, tree), "-q"]) == 2
+    assert "eval.mc.1: hf:org/mc: name the template its records follow" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "data").exists()
+
+
 @pytest.mark.slow
 def test_a_conversation_without_an_assistant_turn_is_one_line_and_nothing_is_written(tmp_path: Path, capsys):
     folder = tmp_path / "chats"
@@ -153,7 +194,7 @@ def test_sequence_longer_than_the_model_positions_is_refused_before_training(tmp
     from transformers import LlamaConfig
 
     from occiforge.recipe import load_recipe
-    from occiforge.train.trainer import _preflight_positions
+    from occiforge.train.plan import check_positions
 
     LlamaConfig(max_position_embeddings=64).save_pretrained(tmp_path / "ext")
     tree = tiny_tree(tmp_path / "run")
@@ -162,7 +203,7 @@ def test_sequence_longer_than_the_model_positions_is_refused_before_training(tmp
     tree["models"] = {"ext": {"init": str(tmp_path / "ext"), "mixture": {"en": 1.0}}}
     recipe = load_recipe(_write(tmp_path, tree))
     with pytest.raises(Exception, match=r"models.ext \(ext\): train.seq_len 64 .* above the model's 64 positions"):
-        _preflight_positions(recipe, recipe.plan())
+        check_positions(recipe, recipe.plan())
 
 
 @pytest.mark.slow
