@@ -110,3 +110,6 @@ def test_work_one_rank_does_alone_joins_no_collective(tmp_path: Path):
     alone = steps(tmp_path / "alone").state_dict()
     for key, value in load_file(out).items():
         assert torch.equal(value, alone[key]), key
+    for rank in (0, 1):  # every rank gets the verdict of the file only rank 1 read
+        whole, damaged, name = json.loads(Path(f"{out}.{rank}.json").read_text())
+        assert whole is None and damaged == f"{name} is missing or changed", (rank, damaged)
