@@ -45,7 +45,11 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 def parallelize(model: torch.nn.Module, cfg: TrainConfig, dist: DistInfo) -> torch.nn.Module:
     if cfg.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the older name goes in v6
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     layers = decoder_layers(model)
     if cfg.compile:
         # every decoder layer of every model in the process runs one function (transformers' checkpointing
