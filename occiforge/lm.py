@@ -142,13 +142,21 @@ def check_hub_dataset(dataset: str, where: str) -> None:
     reader says it then if the dataset is not there."""
     import os
 
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import (
+        HFValidationError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
 
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+    if is_local_spec(dataset):  # `hf:./chats`, `hf:/data/x`: a local dataset folder, which is not there
+        raise UserError(f"{where}: hf:{dataset}: not found")
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
         return
     try:
         HfApi().dataset_info(dataset, timeout=10)
+    except HFValidationError as e:
+        raise UserError(f"{where}: hf:{dataset} is not a dataset id ({_first_line(e)})") from None
     except RepositoryNotFoundError:
         raise UserError(f"{where}: dataset {dataset!r} not found on the Hugging Face Hub") from None
     except (OfflineModeIsEnabled, OSError) as e:  # requests/httpx connection errors are OSErrors

@@ -89,3 +89,19 @@ def test_a_folder_that_is_no_model_is_said_so(tmp_path: Path, capsys):
         lm.load_config(tmp_path / "run")
     assert main(["chat", "--model", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip() == f"occiforge: error: chat --model: {tmp_path / 'run'} is not a model folder (no config.json)"
+
+
+def test_a_hub_dataset_check_knows_local_paths_and_every_offline_spelling(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    def unreachable(self, repo_id, **kw):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
+    with pytest.raises(UserError, match=r"^models.chat.data: hf:./chats: not found$"):  # was HFValidationError's traceback
+        lm.check_hub_dataset("./chats", "models.chat.data")
+    with pytest.raises(UserError, match="needs the network"):
+        lm.check_hub_dataset("org/chats", "models.chat.data")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=true/yes/on/1, as huggingface_hub reads it
+    lm.check_hub_dataset("org/chats", "models.chat.data")  # offline: the cache decides, when it is read

@@ -88,6 +88,19 @@ def test_a_key_given_twice_names_its_line(tmp_path: Path, tiny_recipe: Path):
         load_recipe(path)
 
 
+def test_merge_keys_still_load_and_may_be_overridden(tmp_path: Path, tiny_recipe: Path):
+    path = tmp_path / "merge.yaml"
+    tree = yaml.safe_load(tiny_recipe.read_text())
+    tree["train"].pop("batch_size", None)
+    body = yaml.safe_dump(tree, sort_keys=False).replace("train:\n", "train:\n  <<: {batch_size: 3, steps: 99}\n", 1)
+    path.write_text(body)
+    recipe = load_recipe(path)
+    assert recipe.train.batch_size == 3 and recipe.train.steps == tree["train"]["steps"]  # the explicit key wins
+    path.write_text("name: x\n? [a, b]\n: 1\n")
+    with pytest.raises(UserError, match=r"merge.yaml: line \d+ invalid YAML"):
+        load_recipe(path)
+
+
 def test_unknown_language(tmp_path: Path):
     msg = _error(tiny_tree(tmp_path, langs=("en", "xx")), tmp_path)
     assert "languages" in msg and "'xx'" in msg
