@@ -357,7 +357,16 @@ def test_models_trained_later_in_a_process_still_run_compiled(tmp_path: Path, mo
             "de": [(rng.integers(0, 96, n), rng.integers(0, 96, n)) for n in (9, 13, 17, 5, 11, 15, 7)]}
     spec = LoopSpec(steps=4, lr=1e-3, optim=OptimConfig(warmup_steps=1), grad_accum=1, precision="fp32",
                     save_every=100, log_every=100, fingerprint="x", val_every=1)
-    train(model(), plain, spec, tmp_path / "a", hooks=Hooks(validate=monitor.validation(rows, 2)))
+    validate, during = monitor.validation(rows, 2), []
+
+    def watched(m: torch.nn.Module) -> dict[str, float]:
+        before = calls[0]
+        out = validate(m)
+        during.append(calls[0] - before)
+        return out
+
+    train(model(), plain, spec, tmp_path / "a", hooks=Hooks(validate=watched))
+    assert len(during) == 4 and not any(during), during  # validation runs uncompiled: no variant of its own
     calls[0] = 0
     train(model(), packed, spec, tmp_path / "b")
     assert calls[0] >= 4 * 4, calls  # each step's forward runs the 4 compiled layers
