@@ -137,11 +137,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         runner.check_enabled(ctx, ctx.stages)
         print(dump_recipe(recipe), end="")
         return 0
+    info = dist.init(recipe.train.dist_timeout_minutes)
     if args.command == "run":
-        ctx = runner.make_context(recipe, args.quiet, args.force, dist.init(recipe.train.dist_timeout_minutes))
+        ctx = runner.make_context(recipe, args.quiet, args.force, info)
         runner.run(ctx, runner.select(ctx.stages, args.start, args.stop))
     else:
-        ctx = runner.make_context(recipe, args.quiet, [args.command] if args.force else [], dist.init(recipe.train.dist_timeout_minutes))
+        ctx = runner.make_context(recipe, args.quiet, [args.command] if args.force else [], info)
         runner.run(ctx, [args.command])
     return 0
 

@@ -137,9 +137,9 @@ def is_local_spec(spec: str) -> bool:
 
 
 def check_hub_dataset(dataset: str, where: str) -> None:
-    """Before any stage runs: a hub dataset is there, by one quick request (a dead network otherwise
-    gives a minute of retries and a traceback mid-run). Offline mode reads the local cache: the
-    reader says it then if the dataset is not there."""
+    """Before any stage runs: an `hf:` dataset is there: a local copy (a folder or file), or a hub id
+    confirmed by one quick request (a dead network otherwise gives a minute of retries and a traceback
+    mid-run). Offline mode reads the local cache: the reader says it then if the dataset is not there."""
     import os
 
     from huggingface_hub import HfApi, constants
@@ -149,6 +149,8 @@ def check_hub_dataset(dataset: str, where: str) -> None:
         RepositoryNotFoundError,
     )
 
+    if Path(dataset).expanduser().exists():
+        return
     if is_local_spec(dataset):  # `hf:./chats`, `hf:/data/x`: a local dataset folder, which is not there
         raise UserError(f"{where}: hf:{dataset}: not found")
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:

@@ -61,15 +61,10 @@ def source_files(src: SourceConfig, langs: list[str]) -> list[Path]:
     return [p for lang in langs if (p := language_file(src, lang)) is not None]
 
 
-def _is_local_hf(src: SourceConfig) -> bool:
-    return Path(src.path[3:]).exists()
-
-
 def check_source(src: SourceConfig, langs: list[str]) -> None:
     """Fail before any work starts if a local source lacks its files, or a hub source its network."""
     if src.path.startswith("hf:"):
-        if not _is_local_hf(src):
-            check_hub_dataset(src.path[3:], f"data.sources[{src.name}]")
+        check_hub_dataset(src.path[3:], f"data.sources[{src.name}]")
         return
     folder = source_folder(src)
     if not folder.is_dir():

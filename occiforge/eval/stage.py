@@ -152,7 +152,7 @@ def preflight(ctx: Context) -> None:
             dataset = hub_dataset(m.path, m.template)
         except UserError as e:
             raise UserError(f"eval.mc.{i}: {e}") from None
-        if dataset is not None and not Path(dataset).exists():
+        if dataset is not None:
             check_hub_dataset(dataset, f"eval.mc.{i}")
         elif dataset is None and not m.path.startswith("builtin:") and not Path(m.path).exists():
             raise UserError(f"eval.mc.{i}: {m.path}: not found")

@@ -113,10 +113,12 @@ def run(ctx: Context, fp: str) -> dict[str, Any]:
 def preflight(ctx: Context) -> None:
     """Every conversation source is there (its files, or its hub dataset) before any stage runs."""
     for _, (src, _, langs, model) in work(ctx.recipe).items():
-        if src.path.startswith("hf:") and not Path(src.path[3:]).exists():
+        if src.path.startswith("hf:"):
             check_hub_dataset(src.path[3:], f"models.{model}.data")
-        elif not src.path.startswith("hf:") and (missing := [lang for lang in sorted(langs) if not source_file(src.path, lang).is_file()]):
-            raise UserError(f"models.{model}.data: {src.path}: no {missing[0]}.jsonl in {source_file(src.path, missing[0]).parent}")
+            continue
+        for file in (source_file(src.path, lang) for lang in sorted(langs)):
+            if not file.is_file():
+                raise UserError(f"models.{model}.data: {src.path}: no {file.name} in {file.parent}")
 
 
 STAGE = Stage(name="conversations", folder="conversations", reads=("tokenizer",), fingerprint=fingerprint, run=run,

@@ -101,7 +101,7 @@ def _run(ctx: Context, stop: Any) -> dict[str, Any]:
     aside = sorted(p.name for p in ctx.stage_dir("train").iterdir() if ".damaged-" in p.name or p.name.endswith(".stale"))
     if aside:  # said at every run until deleted: they can hold days of training, or a damaged file worth a look
         ctx.warn(f"checkpoints set aside by earlier runs are kept in {ctx.stage_dir('train')}: "
-                          f"{', '.join(aside)} (delete them to free the space)")
+                 f"{', '.join(aside)} (delete them to free the space)")
     return {"models": models}
 
 

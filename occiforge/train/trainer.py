@@ -106,12 +106,11 @@ def warn_repeats(ctx: Context, pm: PlannedModel, usage: dict[str, dict[str, floa
     for lang, u in usage.items():
         if u["tokens"] > REPEAT_LIMIT * u["tokens_per_epoch"]:
             ctx.warn(f"{pm.name} repeats {lang} {_above(u['tokens'] / u['tokens_per_epoch'], REPEAT_LIMIT)} times "
-                       f"({u['tokens']:,} tokens from "
-                       f"{u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs repeated data adds little "
-                       "(Muennighoff et al. 2023)")
+                     f"({u['tokens']:,} tokens from {u['tokens_per_epoch']:,}); beyond ~{REPEAT_LIMIT:.0f} epochs "
+                     "repeated data adds little (Muennighoff et al. 2023)")
         if u.get("left_out_too_long"):
             ctx.warn(f"{pm.name} leaves out {u['left_out_too_long']:,} {lang} conversations longer than a row "
-                       "(train.seq_len + 1 tokens); raise seq_len to keep them")
+                     "(train.seq_len + 1 tokens); raise seq_len to keep them")
 
 
 def _above(x: float, limit: float) -> str:
@@ -124,7 +123,7 @@ def warn_warmup(ctx: Context, pm: PlannedModel, steps: int, optim: OptimConfig) 
     if (warmup := optim.warmup_for(steps)) != optim.warmup_steps:
         room = "reach its learning rate" if optim.schedule == "constant" else "decay"
         ctx.warn(f"{pm.name}: a warm-up of {optim.warmup_steps} steps leaves its {steps} steps no room to {room}: "
-                   f"it warms up over {warmup}")
+                 f"it warms up over {warmup}")
 
 
 def _progress(ctx: Context) -> Progress:
